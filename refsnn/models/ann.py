@@ -1,0 +1,147 @@
+"""The ANN form of every architecture: forward records a tape, backward walks it in reverse.
+
+    logits, tape = ann_forward(arch, params, x, masks=masks)
+    grads = ann_backward(grad_logits, arch, params, tape, masks=masks)
+
+``params`` maps "<layer>.weight" to its array (SPEC section 7 names); ``masks`` maps a layer
+name to its dropout mask (models.arch.draw_dropout_masks), or is None for evaluation. The tape
+is a list of per-layer NamedTuples holding what the backward needs (each layer's input and its
+post-ReLU activation); nothing is stored anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..ops.activation import (dropout_backward, dropout_forward, flatten_forward, relu_backward,
+                              relu_forward)
+from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.linear import linear_backward, linear_forward
+from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
+from .arch import Arch, Block, Conv, Linear, Pool
+
+
+class ConvRecord(NamedTuple):
+    layer: Conv
+    x: np.ndarray  # conv input (N, C_in, H, W)
+    a: np.ndarray  # relu(conv(x)) before dropout (N, C_out, H_out, W_out)
+
+
+class PoolRecord(NamedTuple):
+    layer: Pool
+    x_shape: tuple
+
+
+class LinearRecord(NamedTuple):
+    layer: Linear
+    x: np.ndarray  # input, flattened to (N, n_in)
+    x_shape: tuple  # shape before flattening
+    a: np.ndarray  # relu(x W^T), or the logits for the output layer
+
+
+class BlockRecord(NamedTuple):
+    layer: Block
+    x: np.ndarray  # block input
+    h: np.ndarray  # relu(conv1(x)) before dropout
+    h_in: np.ndarray  # conv2's input: dropout(h)
+    a: np.ndarray  # relu(conv2(h_in) + shortcut(x)): the block output
+
+
+def _conv(layer: Conv, params, x):
+    return conv2d_forward(x, params[f"{layer.name}.weight"], stride=layer.stride,
+                          padding=layer.padding)
+
+
+def _drop(a, masks, name):
+    if masks is None or name not in masks:
+        return a
+    return dropout_forward(a, masks[name])
+
+
+def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None = None):
+    """Logits of the ANN and the tape for ann_backward.
+
+    x: (N, C, H, W) normalised images in the parameters' dtype -> logits (N, classes).
+    Every Conv/Linear but the last is followed by ReLU, then dropout with masks[name].
+    """
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(arch.in_shape):
+        raise ValueError(f"ann_forward: x.shape={x.shape}, expected (N,) + {arch.in_shape} "
+                         f"for {arch.name}")
+    tape, h = [], x
+    for layer in arch.layers:
+        if isinstance(layer, Conv):
+            a = relu_forward(_conv(layer, params, h))
+            tape.append(ConvRecord(layer, h, a))
+            h = _drop(a, masks, layer.name)
+        elif isinstance(layer, Pool):
+            tape.append(PoolRecord(layer, h.shape))
+            h = avg_pool2d_forward(h, kernel=2)
+        elif isinstance(layer, Linear):
+            x_shape = h.shape
+            h2 = flatten_forward(h) if h.ndim > 2 else h
+            z = linear_forward(h2, params[f"{layer.name}.weight"])
+            a = relu_forward(z) if layer.act else z
+            tape.append(LinearRecord(layer, h2, x_shape, a))
+            h = _drop(a, masks, layer.name)
+        else:  # Block
+            hid = relu_forward(_conv(layer.conv1, params, h))
+            h_in = _drop(hid, masks, layer.conv1.name)
+            s = _conv(layer.shortcut, params, h) if layer.shortcut else h
+            a = relu_forward(_conv(layer.conv2, params, h_in) + s)
+            tape.append(BlockRecord(layer, h, hid, h_in, a))
+            h = a
+    return h, tape
+
+
+def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, *,
+                 masks: dict | None = None) -> dict:
+    """Gradients {"<layer>.weight": array} of a scalar loss, given dL/dlogits.
+
+    Walks the tape in reverse: dropout (x mask), ReLU (x [a > 0]), then the conv/linear VJP;
+    a Block sums the gradients of its two paths at its input. The first layer gets no input
+    gradient (the images need none).
+    """
+    grads, g = {}, grad_logits
+    for i in range(len(tape) - 1, -1, -1):
+        rec, first = tape[i], i == 0
+        if isinstance(rec, ConvRecord):
+            g = _undrop(g, masks, rec.layer.name)
+            g = relu_backward(g, rec.a)
+            g = _conv_back(g, rec.layer, params, rec.x, grads, need_x=not first)
+        elif isinstance(rec, PoolRecord):
+            g = avg_pool2d_backward(g, rec.x_shape, kernel=2)
+        elif isinstance(rec, LinearRecord):
+            layer = rec.layer
+            g = _undrop(g, masks, layer.name)
+            if layer.act:
+                g = relu_backward(g, rec.a)
+            lg = linear_backward(g, rec.x, params[f"{layer.name}.weight"], need_x=not first)
+            grads[f"{layer.name}.weight"] = lg.w
+            g = None if first else lg.x.reshape(rec.x_shape)
+        else:
+            blk = rec.layer
+            g = relu_backward(g, rec.a)  # through the activation after the sum
+            g_h = _conv_back(g, blk.conv2, params, rec.h_in, grads, need_x=True)
+            g_h = relu_backward(_undrop(g_h, masks, blk.conv1.name), rec.h)
+            g_x = _conv_back(g_h, blk.conv1, params, rec.x, grads, need_x=not first)
+            if blk.shortcut is not None:
+                g_s = _conv_back(g, blk.shortcut, params, rec.x, grads, need_x=not first)
+            else:
+                g_s = g
+            g = None if first else g_x + g_s
+    return grads
+
+
+def _undrop(g, masks, name):
+    if masks is None or name not in masks:
+        return g
+    return dropout_backward(g, masks[name])
+
+
+def _conv_back(g, layer: Conv, params, x, grads, *, need_x):
+    cg = conv2d_backward(g, x, params[f"{layer.name}.weight"], stride=layer.stride,
+                         padding=layer.padding, need_x=need_x)
+    grads[f"{layer.name}.weight"] = cg.w
+    return cg.x

@@ -1,0 +1,107 @@
+"""ReLU, dropout and flatten as forward/backward pairs.
+
+Element-wise kernels run over the flattened array in fixed chunks, one chunk per prange
+iteration (disjoint writes). Dropout takes its mask as an argument: drawing it is a separate,
+explicit step (``dropout_mask``), so a forward pass is a pure function of its inputs and the
+mask can be stored in golden traces and reused by other frameworks.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .._checks import check_array, check_prob, check_same_dtype, check_shape
+
+_CHUNK = 1 << 16  # elements per parallel chunk
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """y = max(x, 0).  Any shape.  Matches torch.relu."""
+    check_array("relu_forward", "x", x)
+    y = np.empty_like(x)
+    _relu_forward_kernel(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_y: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """grad_x = grad_y * [y > 0], with y the forward output (so x = 0 gets gradient 0, as torch)."""
+    fn = "relu_backward"
+    check_array(fn, "grad_y", grad_y)
+    check_array(fn, "y", y)
+    check_same_dtype(fn, grad_y=grad_y, y=y)
+    check_shape(fn, "grad_y", grad_y, y.shape)
+    grad_x = np.empty_like(y)
+    _relu_backward_kernel(np.ascontiguousarray(grad_y).reshape(-1),
+                          np.ascontiguousarray(y).reshape(-1), grad_x.reshape(-1))
+    return grad_x
+
+
+def dropout_mask(shape: tuple, p: float, rng: np.random.Generator, dtype) -> np.ndarray:
+    """Inverted-dropout mask: each entry is 1/(1-p) with probability 1-p, else 0.
+
+    Draw: keep = rng.random(shape) >= p  (float64 uniforms, C order), mask = keep / (1 - p).
+    p = 0 gives an all-ones mask.
+    """
+    p = check_prob("dropout_mask", "p", p)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"dropout_mask: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    dtype = np.dtype(dtype)
+    keep = rng.random(tuple(shape)) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+def dropout_forward(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """y = x * mask (mask values 0 or 1/(1-p), from dropout_mask).  Same shape for x and mask.
+
+    Matches torch.nn.functional.dropout(x, p, training=True) given the same keep pattern.
+    """
+    fn = "dropout_forward"
+    check_array(fn, "x", x)
+    check_array(fn, "mask", mask)
+    check_same_dtype(fn, x=x, mask=mask)
+    check_shape(fn, "mask", mask, x.shape)
+    y = np.empty_like(x)
+    _mul_kernel(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(mask).reshape(-1),
+                y.reshape(-1))
+    return y
+
+
+def dropout_backward(grad_y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """grad_x = grad_y * mask."""
+    return dropout_forward(grad_y, mask)
+
+
+def flatten_forward(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C*H*W) in C order (index c*H*W + h*W + w), as torch.flatten(x, 1)."""
+    check_array("flatten_forward", "x", x)
+    return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+
+
+def flatten_backward(grad_y: np.ndarray, x_shape: tuple) -> np.ndarray:
+    """Reshape grad_y back to x_shape."""
+    return grad_y.reshape(tuple(x_shape))
+
+
+@numba.njit(cache=True, parallel=True)
+def _relu_forward_kernel(x, y):
+    n = x.size
+    for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
+            y[i] = x[i] if x[i] > 0 else 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _relu_backward_kernel(grad_y, y, grad_x):
+    n = y.size
+    for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
+            grad_x[i] = grad_y[i] if y[i] > 0 else 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _mul_kernel(a, b_, out):
+    n = a.size
+    for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
+            out[i] = a[i] * b_[i]
