@@ -1,0 +1,160 @@
+"""Command line: ``python -m refsnn.train --arch vgg9 [--stages ann] [...]``.
+
+Resolves the configuration (printed once), loads the data, runs the stages in order and writes
+everything to ``--out DIR``: one checkpoint per stage (safetensors, written atomically),
+``metrics.jsonl`` with one line per epoch, and ``config.json``. ``--resume`` continues a killed
+run from its last checkpoint and ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .data.datasets import DATASETS, load_dataset
+from .models.arch import ARCHS
+
+STAGES = ("ann",)  # in pipeline order; later stages arrive with their issues
+
+# Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
+# The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
+_DEFAULTS = {
+    "embedded": {"epochs": 8, "width": 0.25},
+    "fashion-mnist": {"epochs": 10, "width": 0.5},
+    "cifar10": {"epochs": 30, "width": 1.0},
+    "cifar100": {"epochs": 30, "width": 1.0},
+    "tiny-imagenet": {"epochs": 30, "width": 1.0},
+    "imagefolder": {"epochs": 30, "width": 1.0},
+}
+_LR = {"sgd": 0.05, "adam": 1e-3}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m refsnn.train",
+        description="Train an ANN meta-model (stage A) and, in later stages, its compressed "
+                    "SNN. Options left at 'None' take a per-dataset default, printed at start.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", choices=ARCHS, default="vgg9")
+    p.add_argument("--stages", default="ann",
+                   help=f"comma-separated subset of {','.join(STAGES)}, run in pipeline order")
+    p.add_argument("--dataset", choices=DATASETS, default="embedded")
+    p.add_argument("--data-dir", default=None, help="the dataset's folder (see README)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate; default per optimizer {_LR}")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--amsgrad", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                   help="learning-rate schedule, stepped per iteration")
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear learning-rate warm-up, in epochs (capped at half the run)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="turn off random crop (4-pixel zero padding) + horizontal flip")
+    p.add_argument("--width", type=float, default=None, help="channel/hidden-size multiplier")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder; default runs/<arch>-<dataset>")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints in --out")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also checkpoint every N steps within an epoch (0: epoch ends only)")
+    p.add_argument("--limit-train", type=int, default=0,
+                   help="use only the first N training images (0: all); for quick trials")
+    p.add_argument("--limit-test", type=int, default=0, help="the same for the test split")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stdout")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The full configuration: CLI values, with None replaced by the documented defaults."""
+    cfg = vars(args).copy()
+    stages = [s.strip() for s in cfg["stages"].split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad or not stages:
+        raise ValueError(f"--stages: unknown stage {bad[0] if bad else ''!r}; "
+                         f"choose from {','.join(STAGES)}")
+    cfg["stages"] = ",".join(s for s in STAGES if s in stages)
+    for key, value in _DEFAULTS[cfg["dataset"]].items():
+        if cfg[key] is None:
+            cfg[key] = value
+    if cfg["lr"] is None:
+        cfg["lr"] = _LR[cfg["optimizer"]]
+    if cfg["out"] is None:
+        cfg["out"] = os.path.join("runs", f"{cfg['arch']}-{cfg['dataset']}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    for key in ("checkpoint_every", "limit_train", "limit_test"):
+        if cfg[key] < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {cfg[key]}")
+    if not cfg["width"] > 0:
+        raise ValueError(f"--width must be > 0, got {cfg['width']}")
+    if not cfg["lr"] >= 0:
+        raise ValueError(f"--lr must be >= 0, got {cfg['lr']}")
+    return cfg
+
+
+def limit(data, n_train: int, n_test: int):
+    """The first n images of each split (0 = all)."""
+    if n_train:
+        data = data._replace(train_x=data.train_x[:n_train], train_y=data.train_y[:n_train])
+    if n_test:
+        data = data._replace(test_x=data.test_x[:n_test], test_y=data.test_y[:n_test])
+    return data
+
+
+def tune_allocator() -> None:
+    """Keep freed large buffers in the heap (glibc): no page faults on re-allocation.
+
+    Same effect as MALLOC_MMAP_THRESHOLD_=1 GiB MALLOC_TRIM_THRESHOLD_=4 GiB in the
+    environment; a process-wide setting, so only the command-line entry points call it.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 4 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except ValueError as e:
+        parser.error(str(e))
+    tune_allocator()
+    log = (lambda *a, **k: None) if cfg["quiet"] else print
+    log("refsnn.train configuration: " + json.dumps(cfg, sort_keys=True))
+    os.makedirs(cfg["out"], exist_ok=True)
+    with open(os.path.join(cfg["out"], "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1, sort_keys=True)
+    try:
+        data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    data = limit(data, cfg["limit_train"], cfg["limit_test"])
+    log(f"data: {data.name}, {len(data.train_y)} train / {len(data.test_y)} test images of "
+        f"shape {tuple(data.train_x.shape[1:])}, {len(data.classes)} classes")
+    stages = cfg["stages"].split(",")
+    if "ann" in stages:
+        from .ann_stage import train_ann
+
+        train_ann(cfg, data, cfg["out"], log=log)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
