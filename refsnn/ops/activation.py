@@ -19,19 +19,22 @@ _CHUNK = 1 << 16  # elements per parallel chunk
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """y = max(x, 0).  Any shape.  Matches torch.relu."""
     check_array("relu_forward", "x", x)
-    y = np.empty_like(x)
+    y = np.empty(x.shape, dtype=x.dtype)
     _relu_forward_kernel(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))
     return y
 
 
 def relu_backward(grad_y: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """grad_x = grad_y * [y > 0], with y the forward output (so x = 0 gets gradient 0, as torch)."""
+    """grad_x = 0 where y <= 0 else grad_y, with y the forward output (x = 0 gets gradient 0).
+
+    Matches torch's threshold_backward(grad_y, y, 0).
+    """
     fn = "relu_backward"
     check_array(fn, "grad_y", grad_y)
     check_array(fn, "y", y)
     check_same_dtype(fn, grad_y=grad_y, y=y)
     check_shape(fn, "grad_y", grad_y, y.shape)
-    grad_x = np.empty_like(y)
+    grad_x = np.empty(y.shape, dtype=y.dtype)
     _relu_backward_kernel(np.ascontiguousarray(grad_y).reshape(-1),
                           np.ascontiguousarray(y).reshape(-1), grad_x.reshape(-1))
     return grad_x
@@ -51,25 +54,28 @@ def dropout_mask(shape: tuple, p: float, rng: np.random.Generator, dtype) -> np.
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
 
 
+def _masked(fn: str, name: str, a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    check_array(fn, name, a)
+    check_array(fn, "mask", mask)
+    check_same_dtype(fn, **{name: a, "mask": mask})
+    check_shape(fn, "mask", mask, a.shape)
+    out = np.empty(a.shape, dtype=a.dtype)
+    _mul_kernel(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(mask).reshape(-1),
+                out.reshape(-1))
+    return out
+
+
 def dropout_forward(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """y = x * mask (mask values 0 or 1/(1-p), from dropout_mask).  Same shape for x and mask.
 
     Matches torch.nn.functional.dropout(x, p, training=True) given the same keep pattern.
     """
-    fn = "dropout_forward"
-    check_array(fn, "x", x)
-    check_array(fn, "mask", mask)
-    check_same_dtype(fn, x=x, mask=mask)
-    check_shape(fn, "mask", mask, x.shape)
-    y = np.empty_like(x)
-    _mul_kernel(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(mask).reshape(-1),
-                y.reshape(-1))
-    return y
+    return _masked("dropout_forward", "x", x, mask)
 
 
 def dropout_backward(grad_y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """grad_x = grad_y * mask."""
-    return dropout_forward(grad_y, mask)
+    return _masked("dropout_backward", "grad_y", grad_y, mask)
 
 
 def flatten_forward(x: np.ndarray) -> np.ndarray:
@@ -88,7 +94,8 @@ def _relu_forward_kernel(x, y):
     n = x.size
     for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
         for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            y[i] = x[i] if x[i] > 0 else 0.0
+            # NaN passes through, as in torch.relu (NaN <= 0 is False)
+            y[i] = 0.0 if x[i] <= 0 else x[i]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -96,7 +103,7 @@ def _relu_backward_kernel(grad_y, y, grad_x):
     n = y.size
     for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
         for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            grad_x[i] = grad_y[i] if y[i] > 0 else 0.0
+            grad_x[i] = 0.0 if y[i] <= 0 else grad_y[i]  # torch's threshold_backward
 
 
 @numba.njit(cache=True, parallel=True)

@@ -13,6 +13,9 @@ def _check_ce(fn, logits, labels):
     if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
         raise TypeError(f"{fn}: labels must be an integer numpy array, got "
                         f"{type(labels).__name__} {getattr(labels, 'dtype', '')}")
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"{fn}: logits must have at least one row and one class, "
+                         f"got shape {logits.shape}")
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"{fn}: labels.shape={labels.shape}, expected ({logits.shape[0]},)")
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
@@ -31,6 +34,7 @@ def cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> float:
     _check_ce("cross_entropy_forward", logits, labels)
     per = np.empty(logits.shape[0], dtype=logits.dtype)
     _ce_forward_kernel(np.ascontiguousarray(logits), labels.astype(np.int64), per)
+    # the mean in logits' dtype (numpy's pairwise sum)
     return float(per.mean(dtype=logits.dtype))
 
 
@@ -58,8 +62,8 @@ def _ce_forward_kernel(logits, labels, per):
         for c in range(1, k):
             if logits[r, c] > m:
                 m = logits[r, c]
-        s = logits[r, 0] * 0.0
-        for c in range(k):
+        s = np.exp(logits[r, 0] - m)  # exp(0) = 1, in logits' dtype
+        for c in range(1, k):
             s += np.exp(logits[r, c] - m)
         per[r] = m + np.log(s) - logits[r, labels[r]]
 
@@ -72,8 +76,9 @@ def _ce_backward_kernel(logits, labels, scale, grad):
         for c in range(1, k):
             if logits[r, c] > m:
                 m = logits[r, c]
-        s = logits[r, 0] * 0.0
-        for c in range(k):
+        grad[r, 0] = np.exp(logits[r, 0] - m)
+        s = grad[r, 0]  # accumulates in logits' dtype
+        for c in range(1, k):
             grad[r, c] = np.exp(logits[r, c] - m)
             s += grad[r, c]
         for c in range(k):

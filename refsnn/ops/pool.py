@@ -24,6 +24,7 @@ def avg_pool2d_forward(x: np.ndarray, *, kernel: int = 2, stride: int | None = N
     """Average over kernel x kernel windows.
 
     y[n, c, i, j] = (1 / kernel^2) * sum_{p,q < kernel} x[n, c, i*stride + p, j*stride + q]
+    The sum runs in x's dtype, in row-major (p, q) order, then is multiplied by 1/kernel^2.
     H_out = (H - kernel) // stride + 1 (floor: trailing rows/columns are dropped); stride
     defaults to kernel.  x: (N, C, H, W) -> y: (N, C, H_out, W_out)
     Matches torch.nn.functional.avg_pool2d(x, kernel, stride) (ceil_mode=False, no padding).
@@ -33,7 +34,8 @@ def avg_pool2d_forward(x: np.ndarray, *, kernel: int = 2, stride: int | None = N
     n, c = x.shape[:2]
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     _avg_pool_forward_kernel(np.ascontiguousarray(x).reshape(n * c, *x.shape[2:]), kernel,
-                             stride, y.reshape(n * c, ho, wo))
+                             stride, x.dtype.type(1.0 / (kernel * kernel)),
+                             y.reshape(n * c, ho, wo))
     return y
 
 
@@ -56,29 +58,30 @@ def avg_pool2d_backward(grad_y: np.ndarray, x_shape: tuple, *, kernel: int = 2,
     n, c, h, w = x_shape
     grad_x = np.empty((n, c, h, w), dtype=grad_y.dtype)
     _avg_pool_backward_kernel(np.ascontiguousarray(grad_y).reshape(n * c, ho, wo), kernel, stride,
+                              grad_y.dtype.type(1.0 / (kernel * kernel)),
                               grad_x.reshape(n * c, h, w))
     return grad_x
 
 
 @numba.njit(cache=True, parallel=True)
-def _avg_pool_forward_kernel(x, kernel, stride, y):
-    # one (n, c) plane per prange iteration: disjoint writes
+def _avg_pool_forward_kernel(x, kernel, stride, scale, y):
+    # one (n, c) plane per prange iteration: disjoint writes. scale = 1/kernel^2 in x's dtype,
+    # so the sum accumulates in x's dtype (a float64 literal would promote it under numba)
     planes, ho, wo = y.shape
-    scale = 1.0 / (kernel * kernel)
     for r in numba.prange(planes):
         for i in range(ho):
             for j in range(wo):
-                acc = x[r, i * stride, j * stride] * 0.0
+                acc = x[r, i * stride, j * stride]
                 for p in range(kernel):
                     for q in range(kernel):
-                        acc += x[r, i * stride + p, j * stride + q]
+                        if p > 0 or q > 0:
+                            acc += x[r, i * stride + p, j * stride + q]
                 y[r, i, j] = acc * scale
 
 
 @numba.njit(cache=True, parallel=True)
-def _avg_pool_backward_kernel(grad_y, kernel, stride, grad_x):
+def _avg_pool_backward_kernel(grad_y, kernel, stride, scale, grad_x):
     planes, ho, wo = grad_y.shape
-    scale = 1.0 / (kernel * kernel)
     for r in numba.prange(planes):
         grad_x[r] = 0.0
         for i in range(ho):

@@ -1,0 +1,1 @@
+"""Comparisons against PyTorch (marker ``crosscheck``; skipped when torch is absent)."""
