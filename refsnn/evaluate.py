@@ -16,6 +16,7 @@ import numpy as np
 from .checkpoint import check_names_and_shapes, load_checkpoint
 from .data.datasets import load_dataset
 from .loop import evaluate, split_state
+from .runtime import configure_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_runtime()
     try:
         arrays, meta = load_checkpoint(args.checkpoint)
         cfg = meta["config"]

@@ -5,8 +5,8 @@
 
 ``params`` maps "<layer>.weight" to its array (SPEC section 7 names); ``masks`` maps a layer
 name to its dropout mask (models.arch.draw_dropout_masks), or is None for evaluation. The tape
-is a list of per-layer NamedTuples holding what the backward needs (each layer's input and its
-post-ReLU activation); nothing is stored anywhere else.
+is a list of per-layer NamedTuples holding what the backward needs (each layer's input, or
+for a conv its im2col matrix, and its post-ReLU activation); nothing is stored elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from ..ops.activation import (dropout_backward, dropout_forward, flatten_forward, relu_backward,
                               relu_forward)
 from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.conv_relu import ConvReluOut, conv2d_relu_backward, conv2d_relu_forward
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from .arch import Arch, Block, Conv, Linear, Pool
@@ -25,8 +26,12 @@ from .arch import Arch, Block, Conv, Linear, Pool
 
 class ConvRecord(NamedTuple):
     layer: Conv
-    x: np.ndarray  # conv input (N, C_in, H, W)
-    a: np.ndarray  # relu(conv(x)) before dropout (N, C_out, H_out, W_out)
+    x_shape: tuple  # conv input shape (N, C_in, H, W)
+    out: ConvReluOut  # a = relu(conv(x)) before dropout, and im2col(x) for the backward
+
+    @property
+    def a(self):
+        return self.out.y
 
 
 class PoolRecord(NamedTuple):
@@ -44,14 +49,23 @@ class LinearRecord(NamedTuple):
 class BlockRecord(NamedTuple):
     layer: Block
     x: np.ndarray  # block input
-    h: np.ndarray  # relu(conv1(x)) before dropout
+    hid: ConvReluOut  # h = relu(conv1(x)) before dropout, and im2col(x)
     h_in: np.ndarray  # conv2's input: dropout(h)
     a: np.ndarray  # relu(conv2(h_in) + shortcut(x)): the block output
+
+    @property
+    def h(self):
+        return self.hid.y
 
 
 def _conv(layer: Conv, params, x):
     return conv2d_forward(x, params[f"{layer.name}.weight"], stride=layer.stride,
                           padding=layer.padding)
+
+
+def _conv_relu(layer: Conv, params, x) -> ConvReluOut:
+    return conv2d_relu_forward(x, params[f"{layer.name}.weight"], stride=layer.stride,
+                               padding=layer.padding)
 
 
 def _drop(a, masks, name):
@@ -64,7 +78,8 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
     """Logits of the ANN and the tape for ann_backward.
 
     x: (N, C, H, W) normalised images in the parameters' dtype -> logits (N, classes).
-    Every Conv/Linear but the last is followed by ReLU, then dropout with masks[name].
+    Every Conv/Linear but the last is followed by ReLU, then dropout with masks[name]. A Conv
+    followed by its ReLU runs as the fused conv2d_relu op (same numbers as the two ops).
     """
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(arch.in_shape):
         raise ValueError(f"ann_forward: x.shape={x.shape}, expected (N,) + {arch.in_shape} "
@@ -72,9 +87,9 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
     tape, h = [], x
     for layer in arch.layers:
         if isinstance(layer, Conv):
-            a = relu_forward(_conv(layer, params, h))
-            tape.append(ConvRecord(layer, h, a))
-            h = _drop(a, masks, layer.name)
+            out = _conv_relu(layer, params, h)  # relu(conv(h)), fused
+            tape.append(ConvRecord(layer, h.shape, out))
+            h = _drop(out.y, masks, layer.name)
         elif isinstance(layer, Pool):
             tape.append(PoolRecord(layer, h.shape))
             h = avg_pool2d_forward(h, kernel=2)
@@ -86,8 +101,8 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
             tape.append(LinearRecord(layer, h2, x_shape, a))
             h = _drop(a, masks, layer.name)
         else:  # Block
-            hid = relu_forward(_conv(layer.conv1, params, h))
-            h_in = _drop(hid, masks, layer.conv1.name)
+            hid = _conv_relu(layer.conv1, params, h)
+            h_in = _drop(hid.y, masks, layer.conv1.name)
             s = _conv(layer.shortcut, params, h) if layer.shortcut else h
             a = relu_forward(_conv(layer.conv2, params, h_in) + s)
             tape.append(BlockRecord(layer, h, hid, h_in, a))
@@ -108,8 +123,8 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
         rec, first = tape[i], i == 0
         if isinstance(rec, ConvRecord):
             g = _undrop(g, masks, rec.layer.name)
-            g = relu_backward(g, rec.a)
-            g = _conv_back(g, rec.layer, params, rec.x, grads, need_x=not first)
+            g = _conv_relu_back(g, rec.layer, params, rec.out, rec.x_shape, grads,
+                                need_x=not first)
         elif isinstance(rec, PoolRecord):
             g = avg_pool2d_backward(g, rec.x_shape, kernel=2)
         elif isinstance(rec, LinearRecord):
@@ -124,8 +139,9 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
             blk = rec.layer
             g = relu_backward(g, rec.a)  # through the activation after the sum
             g_h = _conv_back(g, blk.conv2, params, rec.h_in, grads, need_x=True)
-            g_h = relu_backward(_undrop(g_h, masks, blk.conv1.name), rec.h)
-            g_x = _conv_back(g_h, blk.conv1, params, rec.x, grads, need_x=not first)
+            g_h = _undrop(g_h, masks, blk.conv1.name)
+            g_x = _conv_relu_back(g_h, blk.conv1, params, rec.hid, rec.x.shape, grads,
+                                  need_x=not first)
             if blk.shortcut is not None:
                 g_s = _conv_back(g, blk.shortcut, params, rec.x, grads, need_x=not first)
             else:
@@ -138,6 +154,13 @@ def _undrop(g, masks, name):
     if masks is None or name not in masks:
         return g
     return dropout_backward(g, masks[name])
+
+
+def _conv_relu_back(g, layer: Conv, params, out, x_shape, grads, *, need_x):
+    cg = conv2d_relu_backward(g, out, x_shape, params[f"{layer.name}.weight"],
+                              stride=layer.stride, padding=layer.padding, need_x=need_x)
+    grads[f"{layer.name}.weight"] = cg.w
+    return cg.x
 
 
 def _conv_back(g, layer: Conv, params, x, grads, *, need_x):

@@ -97,16 +97,28 @@ def conv2d_backward(
             f"{fn}: grad_y.shape={grad_y.shape}, expected {(n, c_out, ho, wo)} "
             f"[conv2d(x.shape={x.shape}, w.shape={w.shape}, stride={stride}, padding={padding})]"
         )
-    k = c_in * kh * kw
     gy_cm = np.empty((c_out, n, ho * wo), dtype=x.dtype)  # grad_y as (C_out, N*P)
     _nchw_to_cm_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo), gy_cm)
-    gy_cm = gy_cm.reshape(c_out, n * ho * wo)
     cols = im2col(x, kh, kw, stride, padding, ho, wo)
+    return conv2d_backward_cm(gy_cm.reshape(c_out, n * ho * wo), cols, w, x.shape,
+                              stride=stride, padding=padding, need_x=need_x, cols_scratch=True)
+
+
+def conv2d_backward_cm(gy_cm, cols, w, x_shape, *, stride, padding, need_x, cols_scratch=False):
+    """The GEMM half of the conv VJP, from grad_y in (C_out, N*P) layout and im2col(x).
+
+    grad_w = gy_cm @ cols^T  (C_out, K);   dcols = w^T @ gy_cm  (K, N*P), then col2im -> grad_x.
+    cols_scratch=True lets dcols overwrite cols (the caller no longer needs it).
+    Shared by conv2d_backward and the fused conv2d_relu_backward; trusts its callers' checks.
+    """
+    c_out, c_in, kh, kw = w.shape
     grad_w = np.matmul(gy_cm, cols.T).reshape(w.shape)  # (C_out, K) -> OIHW
     grad_x = None
     if need_x:
-        dcols = np.matmul(w.reshape(c_out, k).T, gy_cm, out=cols)  # reuse cols' memory
-        grad_x = np.empty_like(x)
+        wm = w.reshape(c_out, c_in * kh * kw).T
+        dcols = np.matmul(wm, gy_cm, out=cols) if cols_scratch else np.matmul(wm, gy_cm)
+        grad_x = np.empty(x_shape, dtype=gy_cm.dtype)
+        ho, wo = conv2d_output_size(x_shape[2], x_shape[3], kh, kw, stride, padding)
         _col2im_kernel(dcols, kh, kw, stride, padding, ho, wo, grad_x)
     return Conv2dGrads(x=grad_x, w=grad_w)
 

@@ -1,0 +1,233 @@
+"""Benchmark: refsnn against PyTorch on the same networks, in one run, on this machine.
+
+    python tools/bench.py                      # vgg9 and resnet12, ANN, batch 32
+    python tools/bench.py --arch vgg9 --json bench.json --repeats 10
+
+Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
+- ANN training ms/image: forward + cross-entropy + backward + SGD(momentum) step, dropout on;
+- ANN inference images/s: forward with dropout off.
+Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
+block (thread pools of different libraries fight when interleaved: PERF-NOTES). Reported:
+the median over ``--repeats`` timed steps, the min and max, and refsnn / torch ratios.
+
+Environment, set for both libraries alike by re-executing this script once:
+- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed (this machine sets them for old OpenBLAS
+  builds; they force numpy's OpenBLAS onto its slower Haswell kernels). ``--keep-env`` keeps
+  them.
+- MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ keep freed buffers in the heap (no page
+  faults on re-allocation), the same for torch and refsnn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+_ENV_FLAG = "REFSNN_BENCH_CHILD_ENV"
+
+
+def _clean_env(keep: bool) -> dict:
+    env = dict(os.environ)
+    if not keep:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 30))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 << 30))
+    env[_ENV_FLAG] = "1"
+    return env
+
+
+def _timeit(fn, warmup: int, repeats: int) -> list:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _summary(times: list, batch: int, kind: str) -> dict:
+    import numpy as np
+
+    t = np.array(times)
+    if kind == "train":
+        per = t / batch * 1e3  # ms/image
+        return {"ms_per_image": float(np.median(per)), "min": float(per.min()),
+                "max": float(per.max())}
+    ips = batch / t
+    return {"images_per_s": float(np.median(ips)), "min": float(ips.min()),
+            "max": float(ips.max())}
+
+
+# ------------------------------------------------------------------------------ refsnn child
+def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int) -> dict:
+    import numba
+    import numpy as np
+
+    from refsnn.models.ann import ann_backward, ann_forward
+    from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+    from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
+    from refsnn.optim import sgd_init, sgd_step
+    from refsnn.runtime import configure_runtime
+
+    configure_runtime()  # what `python -m refsnn.train` uses
+    numba.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0)
+    params = init_params(arch, rng, np.float32)
+    state = sgd_init(params)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+
+    def train_step():
+        masks = draw_dropout_masks(arch, batch, rng, np.float32)
+        logits, tape = ann_forward(arch, params, x, masks=masks)
+        cross_entropy_forward(logits, y)
+        grads = ann_backward(cross_entropy_backward(1.0, logits, y), arch, params, tape,
+                             masks=masks)
+        sgd_step(params, grads, state, lr=1e-6, momentum=0.9, weight_decay=5e-4)
+
+    train = _timeit(train_step, warmup, repeats)
+    infer = _timeit(lambda: ann_forward(arch, params, x, masks=None), warmup, repeats)
+    return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
+
+
+# ------------------------------------------------------------------------------- torch child
+def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from refsnn.models.arch import Block, Conv, Linear, Pool, build_arch, init_params
+
+    import numpy as np
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0)
+    params = {k: torch.tensor(v, requires_grad=True)
+              for k, v in init_params(arch, rng, np.float32).items()}
+    opt = torch.optim.SGD(params.values(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
+    x = torch.tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 10, batch))
+
+    def conv(layer, h):
+        return F.conv2d(h, params[f"{layer.name}.weight"], stride=layer.stride,
+                        padding=layer.padding)
+
+    def forward(h, train):
+        for layer in arch.layers:
+            if isinstance(layer, Conv):
+                h = F.dropout(F.relu(conv(layer, h)), layer.dropout, train)
+            elif isinstance(layer, Pool):
+                h = F.avg_pool2d(h, 2)
+            elif isinstance(layer, Linear):
+                h = F.linear(h.flatten(1), params[f"{layer.name}.weight"])
+                if layer.act:
+                    h = F.dropout(F.relu(h), layer.dropout, train)
+            elif isinstance(layer, Block):
+                a = F.dropout(F.relu(conv(layer.conv1, h)), layer.conv1.dropout, train)
+                s = conv(layer.shortcut, h) if layer.shortcut else h
+                h = F.relu(conv(layer.conv2, a) + s)
+        return h
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(forward(x, True), y).backward()
+        opt.step()
+
+    def infer_step():
+        with torch.no_grad():
+            forward(x, False)
+
+    train = _timeit(train_step, warmup, repeats)
+    infer = _timeit(infer_step, warmup, repeats)
+    return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
+            "version": torch.__version__}
+
+
+# ------------------------------------------------------------------------------------ parent
+def _child(lib: str, args) -> dict | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", lib, "--arch", args.child_arch,
+           "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats",
+           str(args.repeats), "--threads", str(args.threads)]
+    r = subprocess.run(cmd, env=_clean_env(args.keep_env), capture_output=True, text=True)
+    if r.returncode != 0:
+        if lib == "torch" and "No module named 'torch'" in r.stderr:
+            return None
+        raise RuntimeError(f"bench child {lib} failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _blas_info() -> list:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                for i in threadpool_info()]
+    except ImportError:
+        return []
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", default="vgg9,resnet12", help="comma-separated architectures")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--keep-env", action="store_true", help="keep OPENBLAS_CORETYPE etc.")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        fn = run_refsnn if args.child == "refsnn" else run_torch
+        res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads)
+        import numpy as np  # noqa: F401  (threadpoolctl needs it loaded)
+
+        res["blas"] = _blas_info()
+        print(json.dumps(res))
+        return 0
+
+    results = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version()},
+               "settings": {"batch": args.batch, "repeats": args.repeats,
+                            "warmup": args.warmup, "threads": args.threads,
+                            "env_removed": [] if args.keep_env else
+                            ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]},
+               "results": {}}
+    for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
+        args.child_arch = arch
+        ref = _child("refsnn", args)
+        tor = None if args.no_torch else _child("torch", args)
+        row = {"refsnn": ref, "torch": tor}
+        if tor:
+            row["ratio_train_time"] = ref["train"]["ms_per_image"] / tor["train"]["ms_per_image"]
+            row["ratio_infer_throughput"] = (ref["infer"]["images_per_s"]
+                                             / tor["infer"]["images_per_s"])
+        results["results"][arch] = row
+        line = (f"{arch:9s} ANN train {ref['train']['ms_per_image']:.2f} ms/image "
+                f"[{ref['train']['min']:.2f}-{ref['train']['max']:.2f}]  "
+                f"infer {ref['infer']['images_per_s']:.0f} img/s")
+        if tor:
+            line += (f" | torch {tor['version']}: train {tor['train']['ms_per_image']:.2f} "
+                     f"ms/image, infer {tor['infer']['images_per_s']:.0f} img/s | "
+                     f"train time ratio {row['ratio_train_time']:.2f}x, "
+                     f"inference throughput ratio {row['ratio_infer_throughput']:.2f}x")
+        print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
