@@ -1,0 +1,264 @@
+"""Leaky integrate-and-fire layer over all T time steps, as a forward/backward (BPTT) pair.
+
+One call runs the whole time loop of one layer (SPEC 5.1). The network is feed-forward in
+space, so running layer l for t = 1..T and then layer l+1 performs exactly the operations of
+the SPEC's step-by-step order (t outer, layers inner), in the same order per neuron.
+
+    u[0] = 0
+    u-[t] = lam * u[t-1] + I[t]        leaky integration
+    z[t]  = u-[t] / v - 1               surrogate input (DIET-SNN's; snnTorch/norse use u - v)
+    s[t]  = 1 if z[t] > 0 else 0        strict: u- == v does not spike (snnTorch, norse agree;
+                                        spikingjelly uses >=)
+    u[t]  = u-[t] - v * s[t]            soft reset by subtraction, in the same step
+
+Conventions (STYLE 2.10): spike tie u- == v -> no spike; reset in the same step (norse,
+spikingjelly, DIET-SNN; snnTorch's default resets with the previous step's spike); the reset
+carries no gradient through s by default (``detach_reset=True``, SPEC 5.3). v (threshold) and
+lam (leak) are one scalar per layer.
+
+Arithmetic: float64 inputs compute in float64 throughout (reference grade). With float32
+inputs the membrane recurrence runs in float32; z and the surrogate are evaluated with float64
+constants (numba types Python literals as float64) and stored in float32. The threshold and
+leak gradients accumulate in float64 (per chunk of neurons, then over chunks in chunk order,
+so the result does not depend on the thread count) and are returned in the layer dtype.
+
+Debugging: ``NUMBA_DISABLE_JIT=1`` runs both kernels as plain Python.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .._checks import check_array, check_choice, check_int, check_same_dtype
+from .surrogate import (DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES, surrogate_grad,
+                        surrogate_primitive)
+
+SPIKE_MODES = ("heaviside", "smooth")
+_CHUNK = 2048  # neurons per prange iteration (fixed: chunking, not threads, sets sum order)
+
+
+class LIFTrace(NamedTuple):
+    spikes: np.ndarray  # s[t], (T, N, ...): exactly 0/1 (heaviside) or P(z[t]) (smooth)
+    membrane_pre: np.ndarray  # u-[t], (T, N, ...): after integration, before the reset
+
+
+class LIFGrads(NamedTuple):
+    current: np.ndarray  # dL/dI[t] (T, N, ...); (N, ...) = sum_t dL/dI[t] if forward used repeat
+    threshold: np.ndarray  # dL/dv, 0-d array in the layer dtype
+    leak: np.ndarray  # dL/dlam, 0-d array in the layer dtype
+
+
+def _check_scalar(fn, name, value, dtype, *, positive=False):
+    """A real scalar (Python number, numpy scalar or 0-d array), finite; cast to ``dtype``."""
+    if isinstance(value, bool) or np.ndim(value) != 0:
+        raise TypeError(f"{fn}: {name} must be a real scalar (float or 0-d array), got "
+                        f"{type(value).__name__} with shape {np.shape(value)}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {name} must be a real scalar, got {value!r}") from None
+    if not np.isfinite(x) or (positive and not x > 0.0):
+        want = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{fn}: {name} must be {want}, got {x!r}")
+    return np.dtype(dtype).type(x)
+
+
+def _check_neuron_args(fn, dtype, threshold, leak, surrogate, gamma, alpha):
+    check_choice(fn, "surrogate", surrogate, tuple(SURROGATES))
+    return (_check_scalar(fn, "threshold", threshold, dtype, positive=True),
+            _check_scalar(fn, "leak", leak, dtype),
+            SURROGATES[surrogate].code,
+            _check_scalar(fn, "gamma", gamma, dtype, positive=True),
+            _check_scalar(fn, "alpha", alpha, dtype, positive=True))
+
+
+def lif_forward(current: np.ndarray, *, threshold, leak, spike: str = "heaviside",
+                surrogate: str = "pwl", gamma: float = DEFAULT_GAMMA,
+                alpha: float = DEFAULT_ALPHA, repeat: int | None = None) -> LIFTrace:
+    """Spikes and pre-reset membranes of a LIF layer over T steps (equations in the module doc).
+
+    current: (T, N, ...) input current I[t]; or, with ``repeat=T``, an (N, ...) current that is
+    the same at every step (direct input: the first layer's I is computed once, SPEC 5.1).
+    threshold v > 0 and leak lam: scalars (float, numpy scalar or 0-d array), cast to
+    current's dtype.  -> LIFTrace(spikes, membrane_pre), each (T, N, ...), current's dtype.
+
+    spike="heaviside": s[t] = 1 if z[t] > 0 else 0 (SPEC).  spike="smooth": s[t] = P(z[t]),
+    the surrogate's primitive (surrogate.py), real-valued, so that the whole forward is
+    differentiable and lif_backward(detach_reset=False) is its exact gradient (a test mode).
+    surrogate, gamma, alpha select P ("pwl": gamma; "sigmoid": gamma, alpha) and only matter
+    in smooth mode here. The post-reset membrane is lif_membrane(trace, threshold=v).
+    No single torch call computes this; it equals a Python loop over t of the equations above
+    (tests/neurons/test_lif.py: lif_forward_reference, bit for bit). Libraries that fire on
+    u - v > 0 agree with u/v - 1 > 0 in exact arithmetic (v > 0); in floating point the two
+    can differ for u within an ulp of v.
+    """
+    fn = "lif_forward"
+    check_choice(fn, "spike", spike, SPIKE_MODES)
+    if repeat is None:
+        check_array(fn, "current", current)
+        if current.ndim < 2:
+            raise ValueError(f"{fn}: current must be (T, N, ...), got shape {current.shape} "
+                             f"(pass repeat=T for an (N, ...) current used at every step)")
+        t_steps, neuron_shape = current.shape[0], current.shape[1:]
+    else:
+        t_steps = check_int(fn, "repeat", repeat, minimum=1)
+        check_array(fn, "current", current)
+        if current.ndim < 1:
+            raise ValueError(f"{fn}: with repeat, current must be (N, ...), got a 0-d array")
+        neuron_shape = current.shape
+    dtype = current.dtype
+    v, lam, code, gamma_, alpha_ = _check_neuron_args(fn, dtype, threshold, leak, surrogate,
+                                                      gamma, alpha)
+    m = int(np.prod(neuron_shape))
+    cur = np.ascontiguousarray(current).reshape(-1, m)  # (T, M) or (1, M)
+    if repeat is not None:
+        cur = np.broadcast_to(cur, (t_steps, m))  # stride 0 over t: I[t] = I for every t
+    spikes = np.empty((t_steps, m), dtype=dtype)
+    membrane_pre = np.empty((t_steps, m), dtype=dtype)
+    _lif_forward_kernel(cur, v, lam, spike == "smooth", code, gamma_, alpha_, spikes,
+                        membrane_pre)
+    shape = (t_steps,) + tuple(neuron_shape)
+    return LIFTrace(spikes.reshape(shape), membrane_pre.reshape(shape))
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_forward_kernel(current, v, lam, smooth, code, gamma, alpha, spikes, membrane_pre):
+    # current, spikes, membrane_pre: (T, M). One chunk of neurons per prange iteration (disjoint
+    # columns); inside a chunk, t outer and neurons inner (contiguous rows).
+    t_steps, m = spikes.shape
+    for b in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        i0, i1 = b * _CHUNK, min(m, (b + 1) * _CHUNK)
+        for t in range(t_steps):
+            for i in range(i0, i1):
+                if t == 0:
+                    um = current[0, i]  # u-[1] = lam * 0 + I[1]
+                else:
+                    # u-[t] = lam * u[t-1] + I[t],  u[t-1] = u-[t-1] - v * s[t-1]
+                    um = lam * (membrane_pre[t - 1, i] - v * spikes[t - 1, i]) + current[t, i]
+                z = um / v - 1.0  # z[t] = u-[t] / v - 1
+                membrane_pre[t, i] = um
+                if smooth:
+                    spikes[t, i] = surrogate_primitive(code, z, gamma, alpha)  # s = P(z)
+                else:
+                    spikes[t, i] = 1.0 if z > 0.0 else 0.0  # strict: z == 0 does not spike
+
+
+def lif_membrane(trace: LIFTrace, *, threshold) -> np.ndarray:
+    """Post-reset membrane u[t] = u-[t] - v * s[t], (T, N, ...) (the golden trace's
+    ``trace.<layer>.membrane``); the same expression, in the same dtype, as both kernels use."""
+    v = _check_scalar("lif_membrane", "threshold", threshold, trace.membrane_pre.dtype,
+                      positive=True)
+    return trace.membrane_pre - v * trace.spikes
+
+
+def lif_backward(grad_spikes: np.ndarray, current: np.ndarray, trace: LIFTrace, *, threshold,
+                 leak, surrogate: str = "pwl", gamma: float = DEFAULT_GAMMA,
+                 alpha: float = DEFAULT_ALPHA, detach_reset: bool = True) -> LIFGrads:
+    """BPTT through lif_forward (SPEC 5.3), given dL/ds[t] for every t.
+
+    With sg[t] = g(z[t]) the surrogate ds/dz (surrogate.py; in smooth mode the exact P'),
+    du[T] = 0 and, for t = T..1:
+        du-[t]   = ds[t] * sg[t] / v + du[t] * (1 - (0 if detach_reset else sg[t]))
+        du[t-1]  = lam * du-[t]
+        dI[t]    = du-[t]
+        dv      += sum_i ds[t] sg[t] (-u-[t] / v^2) - du[t] s[t]
+                         + (0 if detach_reset else du[t] sg[t] u-[t] / v)
+        dlam    += sum_i du-[t] * u[t-1]          (u[0] = 0, u[t] = u-[t] - v s[t])
+    du[t] is the gradient reaching the post-reset membrane u[t] from step t+1.
+
+    detach_reset=True (default, SPEC 5.3): s is a constant in the reset term u- - v s, but v
+    still gets the -du s term from it. detach_reset=False: the exact derivative of the forward
+    (the reset also passes gradient through s), which finite differences check in smooth mode.
+    grad_spikes: (T, N, ...); current: the forward's current, (T, N, ...) or the (N, ...) array
+    passed with repeat=T (then grad current = sum_t dI[t], summed from t = T down to 1);
+    trace: lif_forward's output. threshold, leak, surrogate, gamma, alpha: as in the forward.
+    By construction this is what torch autograd computes through the forward written with a
+    custom autograd.Function s = heaviside(z) whose backward returns grad * sg, and
+    ``u = u_pre - v * s.detach()`` when detach_reset=True (not cross-checked against torch
+    here; the smooth-mode finite-difference tests check detach_reset=False exactly).
+    """
+    fn = "lif_backward"
+    check_array(fn, "grad_spikes", grad_spikes)
+    check_array(fn, "current", current)
+    if not isinstance(trace, LIFTrace):
+        raise TypeError(f"{fn}: trace must be the LIFTrace returned by lif_forward, got "
+                        f"{type(trace).__name__}")
+    check_same_dtype(fn, grad_spikes=grad_spikes, current=current, spikes=trace.spikes,
+                     membrane_pre=trace.membrane_pre)
+    shape = trace.spikes.shape
+    if trace.membrane_pre.shape != shape or grad_spikes.shape != shape:
+        raise ValueError(f"{fn}: grad_spikes.shape={grad_spikes.shape}, trace.spikes.shape="
+                         f"{shape}, trace.membrane_pre.shape={trace.membrane_pre.shape}; "
+                         f"all must be equal (T, N, ...)")
+    if current.shape == shape:
+        repeat = False
+    elif current.shape == shape[1:]:
+        repeat = True
+    else:
+        raise ValueError(f"{fn}: current.shape={current.shape}, expected {shape} (per step) or "
+                         f"{shape[1:]} (the same current at every step, forward repeat=T)")
+    if not isinstance(detach_reset, bool):
+        raise TypeError(f"{fn}: detach_reset must be a bool, got {detach_reset!r}")
+    dtype = current.dtype
+    v, lam, code, gamma_, alpha_ = _check_neuron_args(fn, dtype, threshold, leak, surrogate,
+                                                      gamma, alpha)
+    t_steps = shape[0]
+    m = int(np.prod(shape[1:]))
+    n_chunks = (m + _CHUNK - 1) // _CHUNK
+    grad_current = np.zeros((1 if repeat else t_steps, m), dtype=dtype)
+    du = np.empty(m, dtype=dtype)  # work: du[t] per neuron, carried from t+1 to t
+    part_v = np.zeros(n_chunks, dtype=np.float64)  # per-chunk partial sums of dv, dlam
+    part_lam = np.zeros(n_chunks, dtype=np.float64)
+    _lif_backward_kernel(np.ascontiguousarray(grad_spikes).reshape(t_steps, m),
+                         np.ascontiguousarray(trace.membrane_pre).reshape(t_steps, m),
+                         np.ascontiguousarray(trace.spikes).reshape(t_steps, m),
+                         v, lam, code, gamma_, alpha_, detach_reset, repeat,
+                         grad_current, du, part_v, part_lam)
+    # sum the chunks in chunk order: deterministic, independent of the thread count
+    grad_v = np.asarray(sum(part_v.tolist(), 0.0), dtype=dtype)
+    grad_lam = np.asarray(sum(part_lam.tolist(), 0.0), dtype=dtype)
+    return LIFGrads(grad_current.reshape(current.shape), grad_v, grad_lam)
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_backward_kernel(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, detach,
+                         repeat, grad_current, du, part_v, part_lam):
+    # (T, M) arrays; grad_current (T, M), or (1, M) zeros when the forward used repeat. Chunk b
+    # owns columns [i0, i1) of every array and part_v[b], part_lam[b]: disjoint writes.
+    t_steps, m = spikes.shape
+    for b in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        i0, i1 = b * _CHUNK, min(m, (b + 1) * _CHUNK)
+        for i in range(i0, i1):
+            du[i] = 0.0  # du[T] = 0: nothing after the last step
+        acc_v = 0.0
+        acc_lam = 0.0
+        for t in range(t_steps - 1, -1, -1):
+            for i in range(i0, i1):
+                um = membrane_pre[t, i]
+                s = spikes[t, i]
+                sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)  # ds/dz at z[t]
+                gs = grad_spikes[t, i] * sg  # ds[t] * sg[t]
+                d_u = du[i]  # du[t]
+                # du-[t] = ds sg / v + du[t] (1 - sg if the reset is not detached)
+                if detach:
+                    dum = gs / v + d_u
+                else:
+                    dum = gs / v + d_u * (1.0 - sg)
+                # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s [+ du sg u-/v])
+                gv = -gs * um / (v * v) - d_u * s
+                if not detach:
+                    gv += d_u * sg * um / v
+                acc_v += gv
+                # dlam += du-[t] u[t-1]   (u[0] = 0)
+                if t > 0:
+                    acc_lam += dum * (membrane_pre[t - 1, i] - v * spikes[t - 1, i])
+                du[i] = lam * dum  # du[t-1] = lam du-[t]
+                if repeat:
+                    grad_current[0, i] += dum  # sum_t dI[t], t = T..1
+                else:
+                    grad_current[t, i] = dum  # dI[t] = du-[t]
+        part_v[b] = acc_v
+        part_lam[b] = acc_lam
