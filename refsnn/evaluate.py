@@ -59,22 +59,83 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         predict = ann_predict(arch, params)
+    elif stage in ("convert", "snn"):
+        from .models.snn import snn_param_shapes
+        from .snn_stage import snn_arch, snn_predict
+
+        arch = snn_arch(cfg, data)
+        try:
+            check_names_and_shapes(snn_param_shapes(arch),
+                                   {k: v for k, v in params.items() if not k.startswith("mask.")},
+                                   what="evaluate", path=args.checkpoint)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        predict = snn_predict(arch, params, cfg)
     else:
         print(f"error: stage {stage!r} checkpoints are not supported by this version",
               file=sys.stderr)
         return 2
     dtype = np.dtype(cfg["dtype"])
-    acc = evaluate(predict, data.test_x, data.test_y, data.mean, data.std,
-                   batch_size=args.batch_size, dtype=dtype)
     result = {"checkpoint": args.checkpoint, "stage": stage, "arch": cfg["arch"],
-              "dataset": cfg["dataset"], "epoch": meta["epoch"], "test_images": len(data.test_y),
-              "test_acc": acc}
+              "dataset": cfg["dataset"], "epoch": meta["epoch"], "test_images": len(data.test_y)}
+    if stage == "ann":
+        result["test_acc"] = evaluate(predict, data.test_x, data.test_y, data.mean, data.std,
+                                      batch_size=args.batch_size, dtype=dtype)
+    else:
+        result.update(snn_report(arch, params, cfg, data, batch_size=args.batch_size,
+                                 dtype=dtype))
     if args.json:
         print(json.dumps(result, sort_keys=True))
-    else:
-        print(f"{args.checkpoint}: stage {stage}, {cfg['arch']} on {cfg['dataset']}, "
-              f"epoch {meta['epoch']}: test accuracy {acc:.2f}% ({len(data.test_y)} images)")
+        return 0
+    print(f"{args.checkpoint}: stage {stage}, {cfg['arch']} on {cfg['dataset']}, "
+          f"epoch {meta['epoch']}: test accuracy {result['test_acc']:.2f}% "
+          f"({len(data.test_y)} images)")
+    if stage != "ann":
+        print(format_snn_report(result))
     return 0
+
+
+def snn_report(arch, params, cfg, data, *, batch_size: int, dtype) -> dict:
+    """Test accuracy and the SPEC 6 metrics of an SNN over the test split (eval mode)."""
+    from .data.transforms import iterate_batches, make_batch
+    from .metrics import (add_counts, compression_ratio, fanout_maps, live_weights,
+                          spike_counts, summarise, synop_counts)
+    from .models.snn import snn_forward
+
+    fan = fanout_maps(arch, live_weights(arch, params))
+    spikes, synops, correct = {}, {}, 0
+    for idx in iterate_batches(len(data.test_y), batch_size, shuffle=False):
+        x = make_batch(data.test_x[idx], data.mean, data.std, augment=False, dtype=dtype)
+        U, tape = snn_forward(arch, params, x, timesteps=cfg["timesteps"], masks=None,
+                              surrogate=cfg["surrogate"], gamma=cfg["gamma"])
+        correct += int((U.argmax(axis=1) == data.test_y[idx]).sum())
+        spikes = add_counts(spikes, spike_counts(tape))
+        synops = add_counts(synops, synop_counts(arch, fan, tape))
+    n = len(data.test_y)
+    rep = summarise(arch, fan, spikes, synops, n_images=n, timesteps=cfg["timesteps"])
+    comp = compression_ratio(arch, params)
+    rep.update({"test_acc": 100.0 * correct / max(1, n), "timesteps": cfg["timesteps"],
+                "compression_ratio": comp.ratio, "live_weights": comp.live,
+                "total_weights": comp.total})
+    return rep
+
+
+def format_snn_report(r: dict) -> str:
+    """The SPEC 6 metrics as terminal lines (per image)."""
+    lines = [f"  T = {r['timesteps']}, compression ratio {r['compression_ratio']:.2f}x "
+             f"({r['live_weights']} of {r['total_weights']} weights live)",
+             f"  spike activity (spikes per neuron over T): network "
+             f"{r['spike_activity_network']:.4f}"]
+    lines += [f"    {k:18s} {v:.4f}   SynOps {r['synops'].get(k, 0):.4g}"
+              for k, v in r["spike_activity"].items()]
+    lines += [f"    {k:18s} {'':6s}   SynOps {v:.4g}" for k, v in r["synops"].items()
+              if k not in r["spike_activity"]]
+    lines.append(f"  SynOps {r['synops_total']:.4g}, layer-1 MACs {r['macs']:.4g}, ANN nonzero "
+                 f"MACs {r['ann_nonzero_flops']:.4g} (dense {r['dense_flops']:.4g} per step)")
+    lines.append(f"  compute energy: SNN {r['energy_snn_pj'] / 1e6:.4g} uJ, ANN "
+                 f"{r['energy_ann_pj'] / 1e6:.4g} uJ, ratio SNN/ANN {r['energy_ratio']:.4f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,17 @@ from .data.datasets import DATASETS, load_dataset
 from .models.arch import ARCHS
 from .runtime import configure_runtime
 
-STAGES = ("ann",)  # in pipeline order; later stages arrive with their issues
+STAGES = ("ann", "convert", "snn")  # in pipeline order; compress and report arrive later
 
 # Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
 _DEFAULTS = {
-    "embedded": {"epochs": 8, "width": 0.25},
-    "fashion-mnist": {"epochs": 10, "width": 0.5},
-    "cifar10": {"epochs": 30, "width": 1.0},
-    "cifar100": {"epochs": 30, "width": 1.0},
-    "tiny-imagenet": {"epochs": 30, "width": 1.0},
-    "imagefolder": {"epochs": 30, "width": 1.0},
+    "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 2},
+    "fashion-mnist": {"epochs": 10, "width": 0.5, "snn_epochs": 2},
+    "cifar10": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
+    "cifar100": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
+    "tiny-imagenet": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
+    "imagefolder": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
 }
 _LR = {"sgd": 0.05, "adam": 1e-3}
 # L2 weight decay per optimizer. With the SPEC's small initial weights (linear N(0, 0.01)) the
@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training images (0: all); for quick trials")
     p.add_argument("--limit-test", type=int, default=0, help="the same for the test split")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stdout")
+    g = p.add_argument_group("SNN (stages convert and snn)")
+    g.add_argument("--timesteps", type=int, default=5, help="T, time steps per image")
+    g.add_argument("--surrogate", choices=("pwl", "sigmoid"), default="pwl",
+                   help="surrogate gradient: pwl = gamma * max(0, 1 - |z|) (SPEC 5.2)")
+    g.add_argument("--gamma", type=float, default=0.3, help="surrogate scale")
+    g.add_argument("--ann-checkpoint", default=None,
+                   help="convert this stage-A checkpoint instead of DIR/ann.safetensors")
+    g.add_argument("--convert-batch", type=int, default=512,
+                   help="training images used to initialise the thresholds")
+    g.add_argument("--convert-timesteps", type=int, default=100, help="T_init of SPEC 5.4")
+    g.add_argument("--convert-percentile", type=float, default=99.7)
+    g.add_argument("--convert-scale", type=float, default=None,
+                   help="alpha, the threshold scaling factor; default 0.2 for T <= 5, else 0.3")
+    g.add_argument("--snn-epochs", type=int, default=None)
+    g.add_argument("--snn-lr", type=float, default=5e-4, help="Adam (amsgrad) lr of stage D")
+    g.add_argument("--snn-weight-decay", type=float, default=0.0,
+                   help="L2 on weights in stage D (thresholds and leaks never decay)")
+    g.add_argument("--snn-schedule", choices=("cosine", "step", "constant"), default="cosine")
     return p
 
 
@@ -99,7 +117,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
         cfg["weight_decay"] = _WD[cfg["optimizer"]]
     if cfg["out"] is None:
         cfg["out"] = os.path.join("runs", f"{cfg['arch']}-{cfg['dataset']}")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    if cfg["convert_scale"] is None:
+        cfg["convert_scale"] = 0.2 if cfg["timesteps"] <= 5 else 0.3
+    for key in ("epochs", "batch_size", "eval_batch_size", "timesteps", "snn_epochs",
+                "convert_batch", "convert_timesteps"):
         if cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
     for key in ("checkpoint_every", "limit_train", "limit_test"):
@@ -143,10 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data: {data.name}, {len(data.train_y)} train / {len(data.test_y)} test images of "
         f"shape {tuple(data.train_x.shape[1:])}, {len(data.classes)} classes")
     stages = cfg["stages"].split(",")
-    if "ann" in stages:
-        from .ann_stage import train_ann
+    ann_path = cfg["ann_checkpoint"] or os.path.join(cfg["out"], "ann.safetensors")
+    convert_path = os.path.join(cfg["out"], "convert.safetensors")
+    try:
+        if "ann" in stages:
+            from .ann_stage import train_ann
 
-        train_ann(cfg, data, cfg["out"], log=log)
+            ann_path = train_ann(cfg, data, cfg["out"], log=log)
+        if "convert" in stages:
+            from .snn_stage import convert_ann
+
+            convert_path = convert_ann(cfg, data, cfg["out"], ann_path, log=log)
+        if "snn" in stages:
+            from .snn_stage import train_snn
+
+            if not os.path.isfile(convert_path):
+                raise ValueError(f"--stages snn needs {convert_path} (run --stages convert)")
+            train_snn(cfg, data, cfg["out"], convert_path, log=log)
+    except ValueError as e:  # bad data, checkpoint or --resume mismatch: a message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,222 @@
+"""Stages C (`convert`) and D (`snn`): the ANN's weights in an SNN, then BPTT training.
+
+Stage C copies the ANN's weights (and masks), sets every leak to 1 and initialises the
+thresholds from activation statistics (convert.py, SPEC 5.4) -> DIR/convert.safetensors.
+Stage D trains weights, thresholds and leaks with BPTT over T steps (SPEC 5.5: Adam with
+amsgrad, lr 5e-4; thresholds and leaks without weight decay; after every step leak <= 1 and
+threshold >= 1e-3) -> DIR/snn.safetensors, resumable like stage A.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .checkpoint import check_names_and_shapes, load_checkpoint
+from .data.transforms import make_batch
+from .loop import (STAGE_IDS, epoch_rng, evaluate, learning_rate, load_resume, metrics_append,
+                   metrics_truncate, now, optimizer_step, progress, save_stage, split_state,
+                   steps_per_epoch, train_batches)
+from .models.arch import build_arch, draw_dropout_masks, param_shapes
+from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
+                         spiking_layers)
+from .ops.loss import cross_entropy_backward, cross_entropy_forward
+from .optim import adam_init
+
+LEAK_MAX, THRESHOLD_MIN = 1.0, 1e-3
+
+
+def snn_arch(cfg: dict, data):
+    """The SNN architecture for a dataset (SNN dropout: 0.2 everywhere)."""
+    return build_arch(cfg["arch"], in_shape=tuple(data.train_x.shape[1:]),
+                      classes=len(data.classes), width=cfg["width"], dropout_conv=0.2,
+                      dropout_fc=0.2)
+
+
+def neuron_names(arch) -> list:
+    """"<layer>.threshold" and "<layer>.leak" of every spiking layer, in network order."""
+    return [f"{layer.name}.{kind}" for layer in spiking_layers(arch)
+            for kind in ("threshold", "leak")]
+
+
+def _opts(cfg):
+    return {"surrogate": cfg["surrogate"], "gamma": cfg["gamma"]}
+
+
+def snn_predict(arch, params, cfg):
+    """predict(x) -> U (summed output over T steps), evaluation mode (no dropout)."""
+    def predict(x):
+        return snn_forward(arch, params, x, timesteps=cfg["timesteps"], masks=None,
+                           **_opts(cfg))[0]
+    return predict
+
+
+# ------------------------------------------------------------------------------- stage C
+def convert_ann(cfg: dict, data, out_dir: str, ann_path: str, *, log=print) -> str:
+    """Run stage C from the ANN checkpoint ``ann_path``; return DIR/convert.safetensors."""
+    from .convert import calibration_batch, convert_checkpoint_arrays, init_thresholds
+
+    path = os.path.join(out_dir, "convert.safetensors")
+    if cfg["resume"] and os.path.isfile(path):
+        log(f"[convert] {path} exists: kept (--resume)")
+        return path
+    arrays, _ = load_checkpoint(ann_path)
+    params, _ = split_state(arrays)
+    arch = snn_arch(cfg, data)
+    dtype = np.dtype(cfg["dtype"])
+    check_names_and_shapes(param_shapes(arch), {k: v for k, v in params.items()
+                                                if not k.startswith("mask.")},
+                           what="convert", path=ann_path)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    # SPEC 5.4: convert_batch training images with the training transform, dropout off
+    x = calibration_batch(data.train_x, data.mean, data.std,
+                          rng=epoch_rng(cfg["seed"], "convert", 0),
+                          batch_size=cfg["convert_batch"], dtype=dtype)
+    t0 = now()
+    thresholds = init_thresholds(arch, params, x, timesteps=cfg["timesteps"],
+                                 scale=cfg["convert_scale"],
+                                 timesteps_init=cfg["convert_timesteps"],
+                                 percentile=cfg["convert_percentile"])
+    snn = convert_checkpoint_arrays(arch, params, thresholds)  # weights, masks, v, leak = 1
+    acc = evaluate(snn_predict(arch, snn, cfg), data.test_x, data.test_y, data.mean, data.std,
+                   batch_size=cfg["eval_batch_size"], dtype=dtype)
+    save_stage(path, snn, cfg=cfg, data=data, stage="convert", epoch=0, step=0,
+               running={}, extra={"source": os.path.abspath(ann_path)})
+    metrics_truncate(os.path.join(out_dir, "metrics.jsonl"), "convert", 0)
+    metrics_append(os.path.join(out_dir, "metrics.jsonl"),
+                   {"stage": "convert", "epoch": 0, "test_acc": acc,
+                    "thresholds": _neuron_values(arch, snn, "threshold"),
+                    "seconds": now() - t0})
+    log(f"[convert] thresholds {_fmt(_neuron_values(arch, snn, 'threshold'))}  "
+        f"SNN test acc before training (T={cfg['timesteps']}) {acc:.2f}%  ({now() - t0:.1f} s)")
+    return path
+
+
+# ------------------------------------------------------------------------------- stage D
+def clamp_neurons(arch, params) -> None:
+    """After every optimizer step: leak <= 1 and threshold >= 1e-3 (SPEC 5.1), in place."""
+    for layer in spiking_layers(arch):
+        lk, th = params[f"{layer.name}.leak"], params[f"{layer.name}.threshold"]
+        np.minimum(lk, lk.dtype.type(LEAK_MAX), out=lk)
+        np.maximum(th, th.dtype.type(THRESHOLD_MIN), out=th)
+
+
+def spike_activity(tape, n_images: int) -> dict:
+    """{layer: spikes over the T steps per neuron, averaged over the batch} from a tape.
+
+    activity_l = sum_{t, n, i} s_l[t, n, i] / (N * neurons_l)   (SPEC 6)
+    """
+    out = {}
+    for rec in tape:
+        if isinstance(rec, BlockRecord):
+            pairs = [(rec.layer.conv1.name, rec.neuron1), (rec.layer.conv2.name, rec.neuron2)]
+        elif getattr(rec, "neuron", None) is not None:
+            pairs = [(rec.layer.name, rec.neuron)]
+        else:
+            continue
+        for name, nr in pairs:
+            s = nr.trace.spikes  # (T, N, ...)
+            out[name] = float(s.sum(dtype=np.float64)) / (n_images * int(np.prod(s.shape[2:])))
+    return out
+
+
+def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) -> str:
+    """Run stage D from the stage-C checkpoint; return DIR/snn.safetensors."""
+    dtype = np.dtype(cfg["dtype"])
+    arch = snn_arch(cfg, data)
+    path = os.path.join(out_dir, "snn.safetensors")
+    metrics = os.path.join(out_dir, "metrics.jsonl")
+    scfg = dict(cfg, optimizer="adam", amsgrad=True, lr=cfg["snn_lr"], weight_decay=cfg["snn_weight_decay"],
+                epochs=cfg["snn_epochs"], schedule=cfg["snn_schedule"])
+    spe = steps_per_epoch(len(data.train_y), cfg["batch_size"])
+    epochs = scfg["epochs"]
+    total = spe * epochs
+    expected = snn_param_shapes(arch)
+    no_decay = tuple(neuron_names(arch))
+    start_epoch, start_step, running = 0, 0, _zero_running()
+
+    resumed = load_resume(path, cfg, "snn") if cfg["resume"] else None
+    if resumed is not None:
+        arrays, meta = resumed
+        params, state = split_state(arrays)
+        start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+        if start_epoch >= epochs:
+            log(f"[snn] {path} is complete ({epochs} epochs): nothing to resume")
+            return path
+        log(f"[snn] resuming from {path}: epoch {start_epoch + 1}, step {start_step}")
+        metrics_truncate(metrics, "snn", start_epoch + 1)
+    else:
+        arrays, _ = load_checkpoint(convert_path)
+        params, _ = split_state(arrays)
+        params = {k: v.astype(dtype) for k, v in params.items()}
+        state = adam_init({k: params[k] for k in expected}, amsgrad=True)
+        metrics_truncate(metrics, "snn", 0)
+    check_names_and_shapes(expected, {k: v for k, v in params.items()
+                                      if not k.startswith("mask.")},
+                           what="snn", path=path if resumed is not None else convert_path)
+    trainable = {k: params[k] for k in expected}
+
+    def save(epoch, step):
+        arrays = dict(params)
+        arrays.update({f"optim.{k}": v for k, v in state.items()})
+        save_stage(path, arrays, cfg=cfg, data=data, stage="snn", epoch=epoch, step=step,
+                   running=running)
+
+    for epoch in range(start_epoch, epochs):
+        bar = progress(spe, f"snn {epoch + 1}/{epochs}")
+        bar.update(start_step)
+        t0, seen0 = now(), running["seen"]
+        for k, x, y, rng in train_batches(data, cfg, "snn", epoch, dtype, start=start_step):
+            masks = draw_dropout_masks(arch, len(y), rng, dtype)
+            U, tape = snn_forward(arch, params, x, timesteps=cfg["timesteps"], masks=masks,
+                                  **_opts(cfg))
+            loss = cross_entropy_forward(U, y)
+            grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
+                                 masks=masks, **_opts(cfg))
+            optimizer_step(scfg, trainable, grads, state,
+                           lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
+            clamp_neurons(arch, params)
+            act = spike_activity(tape, len(y))
+            running["loss"] += loss * len(y)
+            running["correct"] += int((U.argmax(axis=1) == y).sum())
+            running["seen"] += len(y)
+            running["activity"] += float(np.mean(list(act.values()))) * len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}")
+            if cfg["checkpoint_every"] and (k + 1) % cfg["checkpoint_every"] == 0 and k + 1 < spe:
+                save(epoch, k + 1)
+        bar.close()
+        train_s = now() - t0
+        ips = (running["seen"] - seen0) / max(train_s, 1e-9)
+        test_acc = evaluate(snn_predict(arch, params, cfg), data.test_x, data.test_y, data.mean,
+                            data.std, batch_size=cfg["eval_batch_size"], dtype=dtype)
+        rec = {"stage": "snn", "epoch": epoch + 1,
+               "train_loss": running["loss"] / running["seen"],
+               "train_acc": 100.0 * running["correct"] / running["seen"], "test_acc": test_acc,
+               "spike_activity": running["activity"] / running["seen"],
+               "thresholds": _neuron_values(arch, params, "threshold"),
+               "leaks": _neuron_values(arch, params, "leak"),
+               "lr": learning_rate(scfg, (epoch + 1) * spe - 1, total),
+               "images_per_s": ips, "seconds": now() - t0}
+        start_step, running = 0, _zero_running()
+        save(epoch + 1, 0)
+        metrics_append(metrics, rec)
+        log(f"[snn] epoch {epoch + 1}/{epochs}  train loss {rec['train_loss']:.4f}  "
+            f"train acc {rec['train_acc']:.2f}%  test acc {test_acc:.2f}%  "
+            f"spike activity {rec['spike_activity']:.3f}  {ips:.1f} img/s  "
+            f"({rec['seconds']:.1f} s)\n"
+            f"      thresholds {_fmt(rec['thresholds'])}\n      leaks      {_fmt(rec['leaks'])}")
+    return path
+
+
+def _zero_running():
+    return {"loss": 0.0, "correct": 0, "seen": 0, "activity": 0.0}
+
+
+def _neuron_values(arch, params, kind) -> dict:
+    return {layer.name: float(params[f"{layer.name}.{kind}"]) for layer in spiking_layers(arch)}
+
+
+def _fmt(values: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" for k, v in values.items())
