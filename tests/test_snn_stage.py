@@ -1,0 +1,100 @@
+"""Stages convert and snn through the command line: files, clamps, exact resume, evaluate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from refsnn import evaluate, snn_stage, train
+from refsnn.checkpoint import load_checkpoint
+from refsnn.models.arch import build_arch
+from refsnn.models.snn import snn_init_neurons, spiking_layers
+
+TINY = ["--arch", "vgg9", "--width", "0.0625", "--limit-train", "96", "--limit-test", "40",
+        "--batch-size", "32", "--epochs", "1", "--snn-epochs", "2", "--quiet",
+        "--convert-batch", "32", "--convert-timesteps", "8", "--timesteps", "3"]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_pipeline_writes_snn_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    assert train.main(TINY + ["--stages", "ann,convert,snn", "--out", str(out)]) == 0
+    conv, meta_c = load_checkpoint(out / "convert.safetensors")
+    snn, meta_s = load_checkpoint(out / "snn.safetensors")
+    assert meta_c["stage"] == "convert" and meta_s["stage"] == "snn" and meta_s["epoch"] == 2
+    arch = build_arch("vgg9", in_shape=(1, 28, 28), classes=10, width=0.0625,
+                      dropout_conv=0.2, dropout_fc=0.2)
+    for layer in spiking_layers(arch):
+        # SPEC 5.4: leak starts at 1; thresholds are positive; SPEC 5.1 clamps after training
+        assert conv[f"{layer.name}.leak"] == 1.0 and conv[f"{layer.name}.threshold"] > 0
+        assert snn[f"{layer.name}.leak"] <= 1.0 and snn[f"{layer.name}.threshold"] >= 1e-3
+        assert snn[f"{layer.name}.threshold"].shape == ()
+    assert "fc3.threshold" not in snn  # the output layer has no neuron
+    # stage D's optimizer state covers weights, thresholds and leaks (Adam with amsgrad)
+    assert "optim.max_exp_avg_sq.conv1.threshold" in snn
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in lines] == ["ann", "convert", "snn", "snn"]
+    assert set(lines[-1]["thresholds"]) == {layer.name for layer in spiking_layers(arch)}
+    assert 0 <= lines[-1]["spike_activity"] <= 3  # spikes per neuron over T = 3 steps
+
+
+def test_clamp_neurons_enforces_spec_bounds():
+    arch = build_arch("vgg9", in_shape=(1, 16, 16), classes=3, width=0.0625)
+    params = snn_init_neurons(arch, np.float64)
+    params["conv1.leak"][...] = 1.5
+    params["conv2.threshold"][...] = -2.0
+    params["conv3.leak"][...] = 0.25
+    snn_stage.clamp_neurons(arch, params)
+    assert params["conv1.leak"] == 1.0 and params["conv2.threshold"] == 1e-3
+    assert params["conv3.leak"] == 0.25 and params["conv1.threshold"] == 1.0
+
+
+def test_snn_stage_resume_is_bit_identical(tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    assert train.main(TINY + ["--stages", "ann,convert,snn", "--out", str(ref)]) == 0
+    out = tmp_path / "killed"
+    assert train.main(TINY + ["--stages", "ann,convert", "--out", str(out)]) == 0
+    calls = {"n": 0}
+    real = snn_stage.optimizer_step
+
+    def step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 2, step 2 of 3
+            raise Killed()
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(snn_stage, "optimizer_step", step)
+        with pytest.raises(Killed):
+            train.main(TINY + ["--stages", "snn", "--out", str(out)])
+    assert train.main(TINY + ["--stages", "snn", "--out", str(out), "--resume"]) == 0
+    a, _ = load_checkpoint(ref / "snn.safetensors")
+    b, _ = load_checkpoint(out / "snn.safetensors")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{k} differs after resume"
+
+
+def test_snn_stage_without_convert_checkpoint_is_an_error(tmp_path, capsys):
+    code = train.main(TINY + ["--stages", "snn", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "convert.safetensors" in capsys.readouterr().err
+
+
+def test_evaluate_snn_reports_spec6_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(TINY + ["--stages", "ann,convert,snn", "--out", str(out)]) == 0
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    capsys.readouterr()
+    assert evaluate.main([str(out / "snn.safetensors"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["test_acc"] == pytest.approx(last["test_acc"], abs=1e-12)
+    assert r["compression_ratio"] == 1.0 and r["timesteps"] == 3
+    assert set(r["spike_activity"]) == {f"conv{i}" for i in range(1, 8)} | {"fc1", "fc2"}
+    # E_SNN = MACs * 4.6 pJ + SynOps * 0.9 pJ (SPEC 6)
+    assert r["energy_snn_pj"] == pytest.approx(4.6 * r["macs"] + 0.9 * r["synops_total"])
+    assert evaluate.main([str(out / "snn.safetensors")]) == 0
+    assert "spike activity" in capsys.readouterr().out
