@@ -22,7 +22,7 @@ STAGES = ("ann", "convert", "snn")  # in pipeline order; compress and report arr
 # Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
 _DEFAULTS = {
-    "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 2},
+    "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 5},
     "fashion-mnist": {"epochs": 10, "width": 0.5, "snn_epochs": 2},
     "cifar10": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
     "cifar100": {"epochs": 30, "width": 1.0, "snn_epochs": 10},
