@@ -29,7 +29,7 @@ for Adam, ``decoupled_weight_decay=False`` (L2 weight decay added to the gradien
 Floating point. Every operation is done in the parameter dtype, in torch's order, with each
 scalar hyperparameter first computed in Python (double) and then rounded to the parameter dtype,
 as ATen does with a Python scalar. Where torch's vectorised CPU kernels (AVX2, AVX512)
-use a fused multiply-add, so do the kernels here (``_fma``, correctly rounded, also on hardware
+use a fused multiply-add, so do the kernels here (``refsnn._fma.fma``, correctly rounded, also on hardware
 without FMA): ``Tensor.add(other, alpha=a)`` is ``fma(other, a, self)``, ``lerp_`` is
 ``fma(w, end - start, start)`` for |w| < 0.5 else ``fma(w - 1, end - start, end)``, and
 ``addcmul_(t1, t2, value=c)`` is ``fma(c * t1, t2, self)``. ``addcdiv_(t1, t2, value=c)`` is
@@ -40,21 +40,19 @@ moments bit for bit without weight decay, parameters within 2 ulp (relative 2.3e
 2.1e-7 in float32). torch's non-vectorised (DEFAULT capability) kernels may round a*b + c
 twice and then differ by an ulp more. See tests/crosscheck/test_optim_torch.py.
 
-Debugging: ``NUMBA_DISABLE_JIT=1`` runs the kernels as plain Python (``_fma`` then rounds
+Debugging: ``NUMBA_DISABLE_JIT=1`` runs the kernels as plain Python (``fma`` then rounds
 exactly through ``fractions.Fraction``), bit for bit the same as the compiled ones.
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numba
 import numpy as np
-from numba import types
-from numba.extending import intrinsic, overload
 
 from refsnn._checks import check_array, check_prob
+from refsnn._fma import fma
 
 __all__ = [
     "adam_init",
@@ -64,68 +62,6 @@ __all__ = [
     "sgd_momentum",
     "sgd_step",
 ]
-
-# ---------------------------------------------------------------------------------------------
-# Fused multiply-add: a*b + c rounded once, in the dtype of the operands.
-
-
-def _fma(a, b, c):
-    """Correctly rounded ``a*b + c`` for float32 or float64 scalars (plain-Python version).
-
-    Exact through ``fractions.Fraction``; the jitted kernels use the LLVM ``fma`` intrinsic
-    instead (see the overload below), which gives the same bits.
-    """
-    dt = np.asarray(a).dtype.type
-    fa, fb, fc = float(a), float(b), float(c)
-    if not (math.isfinite(fa) and math.isfinite(fb) and math.isfinite(fc)):
-        return dt(fa * fb + fc)  # inf/nan in, inf/nan out: fused and unfused agree
-    if fa == 0.0 or fb == 0.0:
-        return dt(dt(a) * dt(b) + dt(c))  # exact product: one rounding either way (keeps -0)
-    x = Fraction(fa) * Fraction(fb) + Fraction(fc)
-    if x == 0:
-        return dt(0.0)  # exact cancellation gives +0 under round-to-nearest
-    try:
-        r64 = float(x)  # correctly rounded to float64
-    except OverflowError:
-        return dt(math.inf if x > 0 else -math.inf)
-    if dt is np.float64:
-        return np.float64(r64)
-    # float32: going through float64 can round twice; pick the float32 nearest to x exactly.
-    if abs(x) >= _F32_OVERFLOW:
-        return np.float32(math.inf if x > 0 else -math.inf)
-    best = np.float32(math.copysign(min(abs(r64), _F32_MAX), r64))
-    with np.errstate(over="ignore"):  # the neighbour of float32 max is inf: skipped below
-        down = np.nextafter(best, np.float32(-np.inf))
-        up = np.nextafter(best, np.float32(np.inf))
-    for cand in (down, up):
-        if not math.isfinite(cand):
-            continue
-        d_best, d_cand = abs(Fraction(float(best)) - x), abs(Fraction(float(cand)) - x)
-        if d_cand < d_best or (d_cand == d_best and int(cand.view(np.int32)) % 2 == 0):
-            best = cand
-    return best
-
-
-_F32_MAX = float(np.finfo(np.float32).max)  # (2 - 2**-23) * 2**127
-_F32_OVERFLOW = Fraction(2**128 - 2**103)  # float32 max + half an ulp: rounds to inf (tie -> even)
-
-
-@intrinsic
-def _fma_intrinsic(typingctx, a, b, c):
-    if isinstance(a, types.Float) and a == b == c:
-
-        def codegen(context, builder, signature, args):
-            return builder.fma(*args)  # llvm.fma: one rounding, by hardware or libm
-
-        return a(a, b, c), codegen
-    return None
-
-
-@overload(_fma)
-def _fma_overload(a, b, c):
-    if isinstance(a, types.Float) and a == b == c:
-        return lambda a, b, c: _fma_intrinsic(a, b, c)
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,18 +273,18 @@ def _sgd_kernel(p, g_in, buf, neg_lr, wd, use_wd, momentum, one_minus_dampening,
     for i in range(p.size):
         g = g_in[i]
         if use_wd:
-            g = _fma(p[i], wd, g)  # grad.add(param, alpha=wd)
+            g = fma(p[i], wd, g)  # grad.add(param, alpha=wd)
         if use_momentum:
             if first:
                 b = g  # buf = grad.clone(): no dampening on the first step
             else:
-                b = _fma(g, one_minus_dampening, buf[i] * momentum)  # buf.mul_(m).add_(g, 1-d)
+                b = fma(g, one_minus_dampening, buf[i] * momentum)  # buf.mul_(m).add_(g, 1-d)
             buf[i] = b
             if nesterov:
-                g = _fma(b, momentum, g)  # grad.add(buf, alpha=momentum)
+                g = fma(b, momentum, g)  # grad.add(buf, alpha=momentum)
             else:
                 g = b
-        p[i] = _fma(g, neg_lr, p[i])  # param.add_(grad, alpha=-lr)
+        p[i] = fma(g, neg_lr, p[i])  # param.add_(grad, alpha=-lr)
 
 
 def sgd_momentum(state: dict, name: str) -> np.ndarray:
@@ -487,17 +423,17 @@ def _adam_kernel(p, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weigh
     for i in range(p.size):
         g = g_in[i]
         if use_wd:
-            g = _fma(p[i], wd, g)  # grad.add(param, alpha=wd)
+            g = fma(p[i], wd, g)  # grad.add(param, alpha=wd)
         # exp_avg.lerp_(grad, 1 - beta1), ATen's two-sided lerp
         m = exp_avg[i]
         d = g - m
         if weight_small:
-            m = _fma(weight, d, m)
+            m = fma(weight, d, m)
         else:
-            m = _fma(weight_minus_one, d, g)
+            m = fma(weight_minus_one, d, g)
         exp_avg[i] = m
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        v = _fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2)
+        v = fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2)
         exp_avg_sq[i] = v
         if amsgrad:
             # torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq): NaN propagates

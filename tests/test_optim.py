@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refsnn import optim
+from refsnn._fma import fma
 from refsnn.optim import (
     adam_init,
     adam_momentum,
@@ -324,29 +325,29 @@ def test_fma_is_fused_in_both_modes():
     a = np.float32(2.0**-24 * (1 + 2.0**-18))
     b = np.float32(1 - 2.0**-18)
     c = np.float32(1 + 2.0**-23)
-    jitted = numba.njit(lambda a, b, c: optim._fma(a, b, c))
-    assert optim._fma(a, b, c) == np.float32(1 + 2.0**-23)
+    jitted = numba.njit(lambda a, b, c: fma(a, b, c))
+    assert fma(a, b, c) == np.float32(1 + 2.0**-23)
     # (a float64 fma would give 1 + 2**-23 + 2**-24, so this also shows float32 arithmetic)
     assert jitted(a, b, c) == np.float32(1 + 2.0**-23)
     # float32 overflow: float32 max + half an ulp is a tie and rounds to inf, less does not
     f32max = np.finfo(np.float32).max
-    assert optim._fma(f32max, np.float32(1), np.float32(2.0**103)) == np.inf
-    assert optim._fma(f32max, np.float32(1), np.float32(2.0**102)) == f32max
+    assert fma(f32max, np.float32(1), np.float32(2.0**103)) == np.inf
+    assert fma(f32max, np.float32(1), np.float32(2.0**102)) == f32max
     assert jitted(f32max, np.float32(1), np.float32(2.0**103)) == np.inf
     assert jitted(f32max, np.float32(1), np.float32(2.0**102)) == f32max
-    assert optim._fma(1e308, 10.0, -1e300) == jitted(1e308, 10.0, -1e300) == np.inf
+    assert fma(1e308, 10.0, -1e300) == jitted(1e308, 10.0, -1e300) == np.inf
     # float64: fma(x, x, -x*x) is the rounding error of x*x, which an unfused a*b + c loses
     x = 1.0 + 2.0**-30
-    assert optim._fma(x, x, -(x * x)) == jitted(x, x, -(x * x)) == 2.0**-60
+    assert fma(x, x, -(x * x)) == jitted(x, x, -(x * x)) == 2.0**-60
     rng = np.random.default_rng(7)
     for dtype in DTYPES:
         for a, b, c in rng.standard_normal((200, 3)).astype(dtype):
-            assert optim._fma(a, b, c) == jitted(a, b, c)
+            assert fma(a, b, c) == jitted(a, b, c)
         for a, b, c in [(0.0, 1.0, -0.0), (-0.0, 1.0, -0.0), (1.0, -1.0, 1.0), (np.inf, 0.0, 1.0),
                         (np.inf, 1.0, -np.inf), (np.nan, 1.0, 1.0), (3e38, 10.0, -3e38),
                         (1e-30, -1e-30, 0.0), (2e38, 2.0, -3e38)]:
             a, b, c = dtype(a), dtype(b), dtype(c)
-            want, got = optim._fma(a, b, c), jitted(a, b, c)
+            want, got = fma(a, b, c), jitted(a, b, c)
             assert (np.isnan(want) and np.isnan(got)) or (
                 want == got and np.signbit(want) == np.signbit(got)), (dtype, a, b, c)
 
