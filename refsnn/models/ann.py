@@ -111,18 +111,28 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
 
 
 def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, *,
-                 masks: dict | None = None) -> dict:
+                 masks: dict | None = None, grad_acts: dict | None = None) -> dict:
     """Gradients {"<layer>.weight": array} of a scalar loss, given dL/dlogits.
 
     Walks the tape in reverse: dropout (x mask), ReLU (x [a > 0]), then the conv/linear VJP;
     a Block sums the gradients of its two paths at its input. The first layer gets no input
     gradient (the images need none).
+
+    grad_acts: optional {name: dL/dA} for losses on hidden activations (the AT loss of SPEC
+    4.1, see models.attention_points). ``name`` is a Conv record's name ("conv3") or a Block's
+    ("layer2.1"); dL/dA, shaped and typed like ConvRecord.a / BlockRecord.a, is added to the
+    gradient at that post-ReLU activation *before dropout*, i.e. after undoing the dropout and
+    before the ReLU mask. None (default) or {} leaves the walk unchanged, bit for bit.
     """
+    if grad_acts is not None:
+        _check_grad_acts(grad_acts, tape)
     grads, g = {}, grad_logits
     for i in range(len(tape) - 1, -1, -1):
         rec, first = tape[i], i == 0
         if isinstance(rec, ConvRecord):
             g = _undrop(g, masks, rec.layer.name)
+            if grad_acts and rec.layer.name in grad_acts:
+                g = g + grad_acts[rec.layer.name]  # dL/dA from a loss on A itself
             g = _conv_relu_back(g, rec.layer, params, rec.out, rec.x_shape, grads,
                                 need_x=not first)
         elif isinstance(rec, PoolRecord):
@@ -137,6 +147,8 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
             g = None if first else lg.x.reshape(rec.x_shape)
         else:
             blk = rec.layer
+            if grad_acts and blk.name in grad_acts:
+                g = g + grad_acts[blk.name]  # dL/dA at the block output
             g = relu_backward(g, rec.a)  # through the activation after the sum
             g_h = _conv_back(g, blk.conv2, params, rec.h_in, grads, need_x=True)
             g_h = _undrop(g_h, masks, blk.conv1.name)
@@ -148,6 +160,24 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
                 g_s = g
             g = None if first else g_x + g_s
     return grads
+
+
+def _check_grad_acts(grad_acts, tape):
+    """Every key names a Conv/Block record of the tape; every value matches its activation."""
+    if not isinstance(grad_acts, dict):
+        raise TypeError(f"ann_backward: grad_acts must be a dict {{layer name: dL/dA}} or None, "
+                        f"got {type(grad_acts).__name__}")
+    acts = {rec.layer.name: rec.a for rec in tape if isinstance(rec, (ConvRecord, BlockRecord))}
+    for name, ga in grad_acts.items():
+        if name not in acts:
+            raise ValueError(f"ann_backward: grad_acts[{name!r}] names no conv or block "
+                             f"activation of the tape; names are {list(acts)}")
+        if not isinstance(ga, np.ndarray) or ga.dtype != acts[name].dtype:
+            raise TypeError(f"ann_backward: grad_acts[{name!r}] must be a numpy array of dtype "
+                            f"{acts[name].dtype}, got {getattr(ga, 'dtype', type(ga).__name__)}")
+        if ga.shape != acts[name].shape:
+            raise ValueError(f"ann_backward: grad_acts[{name!r}].shape={ga.shape}, expected "
+                             f"{acts[name].shape} (the activation's shape)")
 
 
 def _undrop(g, masks, name):
