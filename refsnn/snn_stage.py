@@ -5,6 +5,13 @@ thresholds from activation statistics (convert.py, SPEC 5.4) -> DIR/convert.safe
 Stage D trains weights, thresholds and leaks with BPTT over T steps (SPEC 5.5: Adam with
 amsgrad, lr 5e-4; thresholds and leaks without weight decay; after every step leak <= 1 and
 threshold >= 1e-3) -> DIR/snn.safetensors, resumable like stage A.
+
+Masks in stage D (SPEC 4.2, 5.5): only when the convert checkpoint has ``mask.*`` arrays (it
+came from a compressed model; a dense run stays dense: no masks, no sparse updates). Layers
+without a mask get masks_from_weights (W != 0). apply_masks after every step; at the end of
+every epoch but the last, sparse_update (Adam momenta, prune_rate(iterations done, total),
+mode --prune) at the density the masks start with (live / total of the convert checkpoint's
+masks, recorded as meta "target_density"), unless ``--mask frozen``. Checkpoints keep the masks.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shape
                          spiking_layers)
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .optim import adam_init
+from .prune import apply_masks, masks_from_weights, momenta, sparse_update
+from .schedules import prune_rate
 
 LEAK_MAX, THRESHOLD_MIN = 1.0, 1e-3
 
@@ -156,12 +165,22 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                                       if not k.startswith("mask.")},
                            what="snn", path=path if resumed is not None else convert_path)
     trainable = {k: params[k] for k in expected}
+    wmasks = {k: v for k, v in params.items() if k.startswith("mask.")}  # weight masks
+    if wmasks:  # a compressed model: complete the masks, then W = W * M
+        wmasks = dict(masks_from_weights({k: v for k, v in trainable.items()
+                                          if k.endswith(".weight")}, mode=cfg["prune"]),
+                      **wmasks)
+        params.update(wmasks)
+        apply_masks(params, wmasks)
+        target = meta.get("target_density") if resumed is not None else None
+        if target is None:
+            target = _density(wmasks)
 
     def save(epoch, step):
         arrays = dict(params)
         arrays.update({f"optim.{k}": v for k, v in state.items()})
         save_stage(path, arrays, cfg=cfg, data=data, stage="snn", epoch=epoch, step=step,
-                   running=running)
+                   running=running, extra={"target_density": target} if wmasks else None)
 
     for epoch in range(start_epoch, epochs):
         bar = progress(spe, f"snn {epoch + 1}/{epochs}")
@@ -177,6 +196,8 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
             optimizer_step(scfg, trainable, grads, state,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)
+            if wmasks:
+                apply_masks(params, wmasks)  # SPEC 4.2.2: W <- W * M after every step
             act = spike_activity(tape, len(y))
             running["loss"] += loss * len(y)
             running["correct"] += int((U.argmax(axis=1) == y).sum())
@@ -199,15 +220,30 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                "leaks": _neuron_values(arch, params, "leak"),
                "lr": learning_rate(scfg, (epoch + 1) * spe - 1, total),
                "images_per_s": ips, "seconds": now() - t0}
+        if wmasks:
+            rec["density"] = _density(wmasks)  # the evaluated model's, before the update
+            if cfg["mask"] == "learn" and epoch + 1 < epochs:  # none after the last epoch
+                rec["prune_rate"] = prune_rate((epoch + 1) * spe, total)
+                wmasks, _ = sparse_update(trainable, wmasks, momenta("adam", state, wmasks),
+                                          prune_rate=rec["prune_rate"], target_density=target,
+                                          mode=cfg["prune"])
+                params.update(wmasks)
         start_step, running = 0, _zero_running()
         save(epoch + 1, 0)
         metrics_append(metrics, rec)
         log(f"[snn] epoch {epoch + 1}/{epochs}  train loss {rec['train_loss']:.4f}  "
             f"train acc {rec['train_acc']:.2f}%  test acc {test_acc:.2f}%  "
-            f"spike activity {rec['spike_activity']:.3f}  {ips:.1f} img/s  "
+            f"spike activity {rec['spike_activity']:.3f}  "
+            + (f"density {rec['density']:.4f}  " if wmasks else "") + f"{ips:.1f} img/s  "
             f"({rec['seconds']:.1f} s)\n"
             f"      thresholds {_fmt(rec['thresholds'])}\n      leaks      {_fmt(rec['leaks'])}")
     return path
+
+
+def _density(masks) -> float:
+    """Live / total over all masks."""
+    return (sum(int(np.count_nonzero(m)) for m in masks.values())
+            / sum(m.size for m in masks.values()))
 
 
 def _zero_running():

@@ -17,7 +17,7 @@ from .data.datasets import DATASETS, load_dataset
 from .models.arch import ARCHS
 from .runtime import configure_runtime
 
-STAGES = ("ann", "convert", "snn")  # in pipeline order; compress and report arrive later
+STAGES = ("ann", "compress", "convert", "snn")  # in pipeline order; report arrives later
 
 # Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate; default per optimizer {_LR}")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
-                   help="stage A optimizer; Adam escapes the plateau of the SPEC init where "
+                   help="stages ann and compress; Adam escapes the plateau of the SPEC init where "
                         "SGD stalls for epochs")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--nesterov", action="store_true")
@@ -78,13 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training images (0: all); for quick trials")
     p.add_argument("--limit-test", type=int, default=0, help="the same for the test split")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stdout")
+    c = p.add_argument_group("compression (stage compress; sparse learning also in stage snn)")
+    c.add_argument("--density", type=float, default=0.1,
+                   help="target density d of the conv + linear weights (compression 1/d)")
+    c.add_argument("--prune", choices=("irregular", "channel"), default="irregular",
+                   help="sparse-learning unit: single weights, or conv output filters")
+    c.add_argument("--beta", type=float, default=1000.0, help="weight of the AT loss (SPEC 4.1)")
+    c.add_argument("--compress-epochs", type=int, default=None,
+                   help="epochs of stage compress; default: --epochs")
     g = p.add_argument_group("SNN (stages convert and snn)")
     g.add_argument("--timesteps", type=int, default=5, help="T, time steps per image")
     g.add_argument("--surrogate", choices=("pwl", "sigmoid"), default="pwl",
                    help="surrogate gradient: pwl = gamma * max(0, 1 - |z|) (SPEC 5.2)")
     g.add_argument("--gamma", type=float, default=0.3, help="surrogate scale")
     g.add_argument("--ann-checkpoint", default=None,
-                   help="convert this stage-A checkpoint instead of DIR/ann.safetensors")
+                   help="the meta-model for compress, and convert's source when the run has no "
+                        "compress stage, instead of DIR/ann.safetensors")
     g.add_argument("--convert-batch", type=int, default=512,
                    help="training images used to initialise the thresholds")
     g.add_argument("--convert-timesteps", type=int, default=100, help="T_init of SPEC 5.4")
@@ -96,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--snn-weight-decay", type=float, default=0.0,
                    help="L2 on weights in stage D (thresholds and leaks never decay)")
     g.add_argument("--snn-schedule", choices=("cosine", "step", "constant"), default="cosine")
+    g.add_argument("--mask", choices=("learn", "frozen"), default="learn",
+                   help="stage snn on a compressed model: keep sparse learning, or keep stage "
+                        "convert's masks fixed")
     return p
 
 
@@ -117,10 +129,12 @@ def resolve_config(args: argparse.Namespace) -> dict:
         cfg["weight_decay"] = _WD[cfg["optimizer"]]
     if cfg["out"] is None:
         cfg["out"] = os.path.join("runs", f"{cfg['arch']}-{cfg['dataset']}")
+    if cfg["compress_epochs"] is None:
+        cfg["compress_epochs"] = cfg["epochs"]
     if cfg["convert_scale"] is None:
         cfg["convert_scale"] = 0.2 if cfg["timesteps"] <= 5 else 0.3
-    for key in ("epochs", "batch_size", "eval_batch_size", "timesteps", "snn_epochs",
-                "convert_batch", "convert_timesteps"):
+    for key in ("epochs", "compress_epochs", "batch_size", "eval_batch_size", "timesteps",
+                "snn_epochs", "convert_batch", "convert_timesteps"):
         if cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
     for key in ("checkpoint_every", "limit_train", "limit_test"):
@@ -128,6 +142,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {cfg[key]}")
     if not cfg["width"] > 0:
         raise ValueError(f"--width must be > 0, got {cfg['width']}")
+    if not 0 < cfg["density"] <= 1:
+        raise ValueError(f"--density must be in (0, 1], got {cfg['density']}")
+    if not cfg["beta"] >= 0:
+        raise ValueError(f"--beta must be >= 0, got {cfg['beta']}")
     if not cfg["lr"] >= 0:
         raise ValueError(f"--lr must be >= 0, got {cfg['lr']}")
     return cfg
@@ -164,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data: {data.name}, {len(data.train_y)} train / {len(data.test_y)} test images of "
         f"shape {tuple(data.train_x.shape[1:])}, {len(data.classes)} classes")
     stages = cfg["stages"].split(",")
+    # Sources: compress's meta-model is --ann-checkpoint, else DIR/ann.safetensors (or this run's
+    # stage ann). convert's source is DIR/compress.safetensors if the stage list includes
+    # compress, else the same as compress's meta-model (pass --ann-checkpoint
+    # DIR/compress.safetensors to convert an earlier run's compressed model).
     ann_path = cfg["ann_checkpoint"] or os.path.join(cfg["out"], "ann.safetensors")
     convert_path = os.path.join(cfg["out"], "convert.safetensors")
     try:
@@ -171,10 +193,15 @@ def main(argv: list[str] | None = None) -> int:
             from .ann_stage import train_ann
 
             ann_path = train_ann(cfg, data, cfg["out"], log=log)
+        source = ann_path
+        if "compress" in stages:
+            from .compress_stage import train_compressed
+
+            source = train_compressed(cfg, data, cfg["out"], ann_path, log=log)
         if "convert" in stages:
             from .snn_stage import convert_ann
 
-            convert_path = convert_ann(cfg, data, cfg["out"], ann_path, log=log)
+            convert_path = convert_ann(cfg, data, cfg["out"], source, log=log)
         if "snn" in stages:
             from .snn_stage import train_snn
 
