@@ -1,11 +1,15 @@
 """Benchmark: refsnn against PyTorch on the same networks, in one run, on this machine.
 
-    python tools/bench.py                      # vgg9 and resnet12, ANN, batch 32
-    python tools/bench.py --arch vgg9 --json bench.json --repeats 10
+    python tools/bench.py                      # vgg9 and resnet12, ANN and SNN (T=5), batch 32
+    python tools/bench.py --arch vgg9 --models snn --json bench.json --repeats 10
 
 Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
 - ANN training ms/image: forward + cross-entropy + backward + SGD(momentum) step, dropout on;
-- ANN inference images/s: forward with dropout off.
+- ANN inference images/s: forward with dropout off;
+- SNN training ms/image at T steps: forward over T + cross-entropy of the summed output +
+  BPTT + Adam(amsgrad) step on weights, thresholds and leaks, dropout 0.2 on; torch runs the
+  same network written from the SPEC with autograd (tools/torch_reference.py);
+- SNN inference images/s: T steps, dropout off.
 Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
 block (thread pools of different libraries fight when interleaved: PERF-NOTES). Reported:
 the median over ``--repeats`` timed steps, the min and max, and refsnn / torch ratios.
@@ -99,6 +103,82 @@ def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: i
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
 
 
+def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
+                   timesteps: int) -> dict:
+    import numba
+    import numpy as np
+
+    from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+    from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
+    from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
+    from refsnn.optim import adam_init, adam_step
+    from refsnn.runtime import configure_runtime
+
+    configure_runtime()
+    numba.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0,
+                      dropout_conv=0.2, dropout_fc=0.2)
+    params = init_params(arch, rng, np.float32)
+    params.update(snn_init_neurons(arch, np.float32, threshold=0.5))
+    state = adam_init(params, amsgrad=True)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
+
+    def train_step():
+        masks = draw_dropout_masks(arch, batch, rng, np.float32)
+        U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks)
+        cross_entropy_forward(U, y)
+        grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks)
+        adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
+
+    train = _timeit(train_step, warmup, repeats)
+    infer = _timeit(lambda: snn_forward(arch, params, x, timesteps=timesteps, masks=None),
+                    warmup, repeats)
+    return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
+
+
+def run_torch_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
+                  timesteps: int) -> dict:
+    """torch autograd BPTT of the same SNN (tools/torch_reference.py, written from the SPEC)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_reference import build_torch_snn
+
+    from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+    from refsnn.models.snn import snn_init_neurons
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0,
+                      dropout_conv=0.2, dropout_fc=0.2)
+    params = init_params(arch, rng, np.float32)
+    params.update(snn_init_neurons(arch, np.float32, threshold=0.5))
+    net = build_torch_snn(arch, params, timesteps=timesteps, dtype=torch.float32)
+    opt = torch.optim.Adam(list(net.params.values()), lr=1e-9, amsgrad=True)
+    x = torch.tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 10, batch))
+
+    def train_step():
+        masks = {k: torch.from_numpy(v)
+                 for k, v in draw_dropout_masks(arch, batch, rng, np.float32).items()}
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net.forward(x, masks=masks), y).backward()
+        opt.step()
+
+    def infer_step():
+        with torch.no_grad():
+            net.forward(x, masks=None)
+
+    train = _timeit(train_step, warmup, repeats)
+    infer = _timeit(infer_step, warmup, repeats)
+    return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
+            "version": torch.__version__}
+
+
 # ------------------------------------------------------------------------------- torch child
 def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: int) -> dict:
     import torch
@@ -156,7 +236,7 @@ def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: in
 def _child(lib: str, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", lib, "--arch", args.child_arch,
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats",
-           str(args.repeats), "--threads", str(args.threads)]
+           str(args.repeats), "--threads", str(args.threads), "--timesteps", str(args.timesteps)]
     r = subprocess.run(cmd, env=_clean_env(args.keep_env), capture_output=True, text=True)
     if r.returncode != 0:
         if lib == "torch" and "No module named 'torch'" in r.stderr:
@@ -186,11 +266,20 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--keep-env", action="store_true", help="keep OPENBLAS_CORETYPE etc.")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--models", default="ann,snn", help="ann, snn or both")
+    p.add_argument("--timesteps", type=int, default=5, help="T of the SNN")
+    p.add_argument("--snn-repeats", type=int, default=None,
+                   help="timed SNN steps (default: max(3, repeats // 2))")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        fn = run_refsnn if args.child == "refsnn" else run_torch
-        res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads)
+        fn = {"refsnn": run_refsnn, "torch": run_torch}.get(args.child)
+        if fn is not None:
+            res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads)
+        else:
+            fn = run_refsnn_snn if args.child == "refsnn-snn" else run_torch_snn
+            res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads,
+                     args.timesteps)
         import numpy as np  # noqa: F401  (threadpoolctl needs it loaded)
 
         res["blas"] = _blas_info()
@@ -204,25 +293,35 @@ def main(argv=None) -> int:
                             "env_removed": [] if args.keep_env else
                             ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]},
                "results": {}}
-    for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
-        args.child_arch = arch
-        ref = _child("refsnn", args)
-        tor = None if args.no_torch else _child("torch", args)
-        row = {"refsnn": ref, "torch": tor}
-        if tor:
-            row["ratio_train_time"] = ref["train"]["ms_per_image"] / tor["train"]["ms_per_image"]
-            row["ratio_infer_throughput"] = (ref["infer"]["images_per_s"]
-                                             / tor["infer"]["images_per_s"])
-        results["results"][arch] = row
-        line = (f"{arch:9s} ANN train {ref['train']['ms_per_image']:.2f} ms/image "
-                f"[{ref['train']['min']:.2f}-{ref['train']['max']:.2f}]  "
-                f"infer {ref['infer']['images_per_s']:.0f} img/s")
-        if tor:
-            line += (f" | torch {tor['version']}: train {tor['train']['ms_per_image']:.2f} "
-                     f"ms/image, infer {tor['infer']['images_per_s']:.0f} img/s | "
-                     f"train time ratio {row['ratio_train_time']:.2f}x, "
-                     f"inference throughput ratio {row['ratio_infer_throughput']:.2f}x")
-        print(line, flush=True)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for model in models:
+        for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
+            args.child_arch = arch
+            suffix = "" if model == "ann" else "-snn"
+            saved = args.repeats
+            if model == "snn":
+                args.repeats = args.snn_repeats or max(3, args.repeats // 2)
+            ref = _child("refsnn" + suffix, args)
+            tor = None if args.no_torch else _child("torch" + suffix, args)
+            args.repeats = saved
+            row = {"refsnn": ref, "torch": tor}
+            if tor:
+                row["ratio_train_time"] = (ref["train"]["ms_per_image"]
+                                           / tor["train"]["ms_per_image"])
+                row["ratio_infer_throughput"] = (ref["infer"]["images_per_s"]
+                                                 / tor["infer"]["images_per_s"])
+            key = f"{model}/{arch}" + (f"/T{args.timesteps}" if model == "snn" else "")
+            results["results"][key] = row
+            line = (f"{key:14s} train {ref['train']['ms_per_image']:.2f} ms/image "
+                    f"[{ref['train']['min']:.2f}-{ref['train']['max']:.2f}]  "
+                    f"infer {ref['infer']['images_per_s']:.1f} img/s")
+            if tor:
+                line += (f" | torch {tor['version']}: train {tor['train']['ms_per_image']:.2f} "
+                         f"ms/image [{tor['train']['min']:.2f}-{tor['train']['max']:.2f}], "
+                         f"infer {tor['infer']['images_per_s']:.1f} img/s | "
+                         f"train time ratio {row['ratio_train_time']:.2f}x, "
+                         f"inference throughput ratio {row['ratio_infer_throughput']:.2f}x")
+            print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
