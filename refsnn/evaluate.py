@@ -47,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         data = data._replace(test_x=data.test_x[:n_test], test_y=data.test_y[:n_test])
     params, _ = split_state(arrays)
     stage = meta["stage"]
-    if stage == "ann":
+    ann_stages = ("ann", "compress")  # ANN checkpoints (compress: with masks)
+    if stage in ann_stages:
         from .ann_stage import ann_arch, ann_predict
         from .models.arch import param_shapes
 
         arch = ann_arch(cfg, data)
         try:
-            check_names_and_shapes(param_shapes(arch), params, what="evaluate",
-                                   path=args.checkpoint)
+            check_names_and_shapes(param_shapes(arch),
+                                   {k: v for k, v in params.items() if not k.startswith("mask.")},
+                                   what="evaluate", path=args.checkpoint)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -79,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     dtype = np.dtype(cfg["dtype"])
     result = {"checkpoint": args.checkpoint, "stage": stage, "arch": cfg["arch"],
               "dataset": cfg["dataset"], "epoch": meta["epoch"], "test_images": len(data.test_y)}
-    if stage == "ann":
+    if stage in ann_stages:
         result["test_acc"] = evaluate(predict, data.test_x, data.test_y, data.mean, data.std,
                                       batch_size=args.batch_size, dtype=dtype)
+        if stage == "compress":
+            from .metrics import compression_ratio
+
+            result["compression_ratio"] = compression_ratio(arch, params).ratio
     else:
         result.update(snn_report(arch, params, cfg, data, batch_size=args.batch_size,
                                  dtype=dtype))
@@ -91,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.checkpoint}: stage {stage}, {cfg['arch']} on {cfg['dataset']}, "
           f"epoch {meta['epoch']}: test accuracy {result['test_acc']:.2f}% "
           f"({len(data.test_y)} images)")
-    if stage != "ann":
+    if stage == "compress":
+        print(f"  compression ratio {result['compression_ratio']:.2f}x")
+    elif stage not in ann_stages:
         print(format_snn_report(result))
     return 0
 

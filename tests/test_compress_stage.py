@@ -199,3 +199,16 @@ def test_sparse_snn_resume_is_bit_identical(pipeline, tmp_path, monkeypatch):
     assert meta_a["target_density"] == meta_b["target_density"]
     for k in a:
         assert np.array_equal(a[k], b[k]), f"{k} differs after resume"
+
+
+def test_evaluate_compressed_checkpoint_reports_its_compression(pipeline, capsys):
+    from refsnn import evaluate
+
+    capsys.readouterr()
+    assert evaluate.main([str(pipeline / "compress.safetensors"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    last = [json.loads(s) for s in (pipeline / "metrics.jsonl").read_text().splitlines()
+            if json.loads(s)["stage"] == "compress"][-1]
+    assert r["test_acc"] == pytest.approx(last["test_acc"], abs=1e-12)
+    # the live count after the last epoch's model is exactly round(0.3 * total)
+    assert r["compression_ratio"] == pytest.approx(1 / 0.3, rel=1e-3)
