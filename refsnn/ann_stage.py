@@ -11,9 +11,9 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes
-from .loop import (STAGE_IDS, evaluate, learning_rate, load_resume, metrics_append,
-                   metrics_truncate, now, optimizer_init, optimizer_step, progress, save_stage,
-                   split_state, steps_per_epoch, train_batches)
+from .loop import (STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
+                   optimizer_step, progress, resume_or_start, save_with_state, steps_per_epoch,
+                   train_batches)
 from .models.ann import ann_backward, ann_forward
 from .models.arch import build_arch, draw_dropout_masks, init_params, param_shapes
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
@@ -42,29 +42,21 @@ def train_ann(cfg: dict, data, out_dir: str, *, log=print) -> str:
     warmup = min(total // 2, int(round(cfg["warmup_epochs"] * spe)))
     start_epoch, start_step, running = 0, 0, {"loss": 0.0, "correct": 0, "seen": 0}
 
-    resumed = load_resume(path, cfg, "ann") if cfg["resume"] else None
-    if resumed is not None:
-        arrays, meta = resumed
-        params, state = split_state(arrays)
+    r = resume_or_start(path, cfg, "ann", epochs=epochs, metrics=metrics, log=log)
+    if r is not None:
+        params, state = r.params, r.state
         check_names_and_shapes(param_shapes(arch), params, what="--resume", path=path)
-        start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+        start_epoch, start_step, running = r.epoch, r.step, r.running
         if start_epoch >= epochs:
-            log(f"[ann] {path} is complete ({epochs} epochs): nothing to resume")
             return path
-        log(f"[ann] resuming from {path}: epoch {start_epoch + 1}, step {start_step}")
-        metrics_truncate(metrics, "ann", start_epoch + 1)
     else:
         params = init_params(arch, np.random.default_rng([cfg["seed"], STAGE_IDS["ann"], 10**6]),
                              dtype)
         state = optimizer_init(cfg, params)
-        if os.path.exists(metrics):
-            metrics_truncate(metrics, "ann", 0)
 
     def save(epoch, step):
-        arrays = dict(params)
-        arrays.update({f"optim.{k}": v for k, v in state.items()})
-        save_stage(path, arrays, cfg=cfg, data=data, stage="ann", epoch=epoch, step=step,
-                   running=running)
+        save_with_state(path, params, state, cfg=cfg, data=data, stage="ann", epoch=epoch,
+                        step=step, running=running)
 
     for epoch in range(start_epoch, epochs):
         bar = progress(spe, f"ann {epoch + 1}/{epochs}")

@@ -28,9 +28,9 @@ import numpy as np
 
 from .ann_stage import ann_arch, ann_predict
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (STAGE_IDS, evaluate, learning_rate, load_resume, metrics_append,
-                   metrics_truncate, now, optimizer_init, optimizer_step, progress, save_stage,
-                   split_state, steps_per_epoch, train_batches)
+from .loop import (STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
+                   optimizer_step, progress, resume_or_start, save_with_state, split_state,
+                   steps_per_epoch, train_batches)
 from .metrics import compression_ratio
 from .models.ann import ann_backward, ann_forward
 from .models.arch import draw_dropout_masks, init_params, param_shapes
@@ -97,20 +97,16 @@ def train_compressed(cfg: dict, data, out_dir: str, ann_path: str, *, log=print)
     start_epoch, start_step, running = 0, 0, _zero_running()
     teacher = load_teacher(arch, ann_path, dtype)
 
-    resumed = load_resume(path, cfg, "compress") if cfg["resume"] else None
-    if resumed is not None:
-        arrays, meta = resumed
-        params, state = split_state(arrays)
-        params, masks = _split_masks(params)
+    r = resume_or_start(path, cfg, "compress", epochs=epochs, metrics=metrics, log=log)
+    if r is not None:
+        state = r.state
+        params, masks = _split_masks(r.params)
         check_names_and_shapes(param_shapes(arch), params, what="--resume", path=path)
         check_names_and_shapes({f"mask.{k}": s for k, s in param_shapes(arch).items()}, masks,
                                what="--resume", path=path)
-        start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+        start_epoch, start_step, running = r.epoch, r.step, r.running
         if start_epoch >= epochs:
-            log(f"[compress] {path} is complete ({epochs} epochs): nothing to resume")
             return path
-        log(f"[compress] resuming from {path}: epoch {start_epoch + 1}, step {start_step}")
-        metrics_truncate(metrics, "compress", start_epoch + 1)
     else:
         sid = STAGE_IDS["compress"]
         params = init_params(arch, np.random.default_rng([cfg["seed"], sid, 10**6]), dtype)
@@ -118,14 +114,11 @@ def train_compressed(cfg: dict, data, out_dir: str, ann_path: str, *, log=print)
                            rng=np.random.default_rng([cfg["seed"], sid, 10**6 + 1]))
         apply_masks(params, masks)
         state = optimizer_init(cfg, params)
-        metrics_truncate(metrics, "compress", 0)
 
     def save(epoch, step):
-        arrays = dict(params)
-        arrays.update(masks)
-        arrays.update({f"optim.{k}": v for k, v in state.items()})
-        save_stage(path, arrays, cfg=cfg, data=data, stage="compress", epoch=epoch, step=step,
-                   running=running, extra={"source": os.path.abspath(ann_path)})
+        save_with_state(path, {**params, **masks}, state, cfg=cfg, data=data, stage="compress",
+                        epoch=epoch, step=step, running=running,
+                        extra={"source": os.path.abspath(ann_path)})
 
     for epoch in range(start_epoch, epochs):
         bar = progress(spe, f"compress {epoch + 1}/{epochs}")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -149,6 +150,43 @@ def load_resume(path, cfg: dict, stage: str):
 
 
 _RESUME_FREE = {"resume", "out", "stages", "quiet"}
+
+
+class Resumed(NamedTuple):
+    params: dict  # every array but the optimizer state (weights, masks, thresholds, leaks)
+    state: dict  # the optimizer state, keys without the "optim." prefix
+    epoch: int  # epochs completed
+    step: int  # steps completed within epoch ``epoch``
+    running: dict  # that epoch's running sums so far
+    meta: dict
+
+
+def resume_or_start(path, cfg: dict, stage: str, *, epochs: int, metrics, log) -> Resumed | None:
+    """The checkpoint to continue from (with --resume and a file at ``path``), else None.
+
+    Either way metrics.jsonl is cut back to match: a fresh run drops this stage's old lines,
+    a resumed one the lines logged after its checkpoint. A complete checkpoint (epoch >=
+    epochs) is returned as it is; the caller then has nothing to do.
+    """
+    resumed = load_resume(path, cfg, stage) if cfg["resume"] else None
+    if resumed is None:
+        metrics_truncate(metrics, stage, 0)
+        return None
+    arrays, meta = resumed
+    params, state = split_state(arrays)
+    if meta["epoch"] >= epochs:
+        log(f"[{stage}] {path} is complete ({epochs} epochs): nothing to resume")
+    else:
+        log(f"[{stage}] resuming from {path}: epoch {meta['epoch'] + 1}, step {meta['step']}")
+        metrics_truncate(metrics, stage, meta["epoch"] + 1)
+    return Resumed(params, state, meta["epoch"], meta["step"], meta["running"], meta)
+
+
+def save_with_state(path, params: dict, state: dict, **meta) -> None:
+    """save_stage of the parameters (and masks) plus the optimizer state as optim.<key>."""
+    arrays = dict(params)
+    arrays.update({f"optim.{k}": v for k, v in state.items()})
+    save_stage(path, arrays, **meta)
 
 
 def metrics_truncate(path, stage: str, epoch: int) -> None:

@@ -21,10 +21,9 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .data.transforms import make_batch
-from .loop import (STAGE_IDS, epoch_rng, evaluate, learning_rate, load_resume, metrics_append,
-                   metrics_truncate, now, optimizer_step, progress, save_stage, split_state,
-                   steps_per_epoch, train_batches)
+from .loop import (epoch_rng, evaluate, learning_rate, metrics_append, metrics_truncate, now,
+                   optimizer_step, progress, resume_or_start, save_stage, save_with_state,
+                   split_state, steps_per_epoch, train_batches)
 from .models.arch import build_arch, draw_dropout_masks, param_shapes
 from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
                          spiking_layers)
@@ -145,25 +144,20 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
     no_decay = tuple(neuron_names(arch))
     start_epoch, start_step, running = 0, 0, _zero_running()
 
-    resumed = load_resume(path, cfg, "snn") if cfg["resume"] else None
-    if resumed is not None:
-        arrays, meta = resumed
-        params, state = split_state(arrays)
-        start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+    r = resume_or_start(path, cfg, "snn", epochs=epochs, metrics=metrics, log=log)
+    if r is not None:
+        params, state = r.params, r.state
+        start_epoch, start_step, running = r.epoch, r.step, r.running
         if start_epoch >= epochs:
-            log(f"[snn] {path} is complete ({epochs} epochs): nothing to resume")
             return path
-        log(f"[snn] resuming from {path}: epoch {start_epoch + 1}, step {start_step}")
-        metrics_truncate(metrics, "snn", start_epoch + 1)
     else:
         arrays, _ = load_checkpoint(convert_path)
         params, _ = split_state(arrays)
         params = {k: v.astype(dtype) for k, v in params.items()}
         state = adam_init({k: params[k] for k in expected}, amsgrad=True)
-        metrics_truncate(metrics, "snn", 0)
     check_names_and_shapes(expected, {k: v for k, v in params.items()
                                       if not k.startswith("mask.")},
-                           what="snn", path=path if resumed is not None else convert_path)
+                           what="snn", path=path if r is not None else convert_path)
     trainable = {k: params[k] for k in expected}
     wmasks = {k: v for k, v in params.items() if k.startswith("mask.")}  # weight masks
     if wmasks:  # a compressed model: complete the masks, then W = W * M
@@ -172,15 +166,14 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                       **wmasks)
         params.update(wmasks)
         apply_masks(params, wmasks)
-        target = meta.get("target_density") if resumed is not None else None
+        target = r.meta.get("target_density") if r is not None else None
         if target is None:
             target = _density(wmasks)
 
     def save(epoch, step):
-        arrays = dict(params)
-        arrays.update({f"optim.{k}": v for k, v in state.items()})
-        save_stage(path, arrays, cfg=cfg, data=data, stage="snn", epoch=epoch, step=step,
-                   running=running, extra={"target_density": target} if wmasks else None)
+        save_with_state(path, params, state, cfg=cfg, data=data, stage="snn", epoch=epoch,
+                        step=step, running=running,
+                        extra={"target_density": target} if wmasks else None)
 
     for epoch in range(start_epoch, epochs):
         bar = progress(spe, f"snn {epoch + 1}/{epochs}")
