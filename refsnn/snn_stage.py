@@ -135,8 +135,9 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
     arch = snn_arch(cfg, data)
     path = os.path.join(out_dir, "snn.safetensors")
     metrics = os.path.join(out_dir, "metrics.jsonl")
-    scfg = dict(cfg, optimizer="adam", amsgrad=True, lr=cfg["snn_lr"], weight_decay=cfg["snn_weight_decay"],
-                epochs=cfg["snn_epochs"], schedule=cfg["snn_schedule"])
+    scfg = dict(cfg, optimizer="adam", amsgrad=True, lr=cfg["snn_lr"],
+                weight_decay=cfg["snn_weight_decay"], epochs=cfg["snn_epochs"],
+                schedule=cfg["snn_schedule"])
     spe = steps_per_epoch(len(data.train_y), cfg["batch_size"])
     epochs = scfg["epochs"]
     total = spe * epochs
