@@ -199,8 +199,10 @@ def metrics_truncate(path, stage: str, epoch: int) -> None:
         return
     with open(path) as f:
         lines = f.readlines()
-    keep = [ln for ln in lines
-            if not (json.loads(ln).get("stage") == stage and json.loads(ln).get("epoch", -1) >= epoch)]
+    def later(rec):
+        return rec.get("stage") == stage and rec.get("epoch", -1) >= epoch
+
+    keep = [ln for ln in lines if not later(json.loads(ln))]
     with open(path, "w") as f:
         f.writelines(keep)
 

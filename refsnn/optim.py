@@ -29,8 +29,8 @@ for Adam, ``decoupled_weight_decay=False`` (L2 weight decay added to the gradien
 Floating point. Every operation is done in the parameter dtype, in torch's order, with each
 scalar hyperparameter first computed in Python (double) and then rounded to the parameter dtype,
 as ATen does with a Python scalar. Where torch's vectorised CPU kernels (AVX2, AVX512)
-use a fused multiply-add, so do the kernels here (``refsnn._fma.fma``, correctly rounded, also on hardware
-without FMA): ``Tensor.add(other, alpha=a)`` is ``fma(other, a, self)``, ``lerp_`` is
+use a fused multiply-add, so do the kernels here (``refsnn._fma.fma``, correctly rounded, also on
+hardware without FMA): ``Tensor.add(other, alpha=a)`` is ``fma(other, a, self)``, ``lerp_`` is
 ``fma(w, end - start, start)`` for |w| < 0.5 else ``fma(w - 1, end - start, end)``, and
 ``addcmul_(t1, t2, value=c)`` is ``fma(c * t1, t2, self)``. ``addcdiv_(t1, t2, value=c)`` is
 ``self + (c * t1) / t2``. Square roots are correctly rounded; torch's CPU ``sqrt`` is not

@@ -77,7 +77,8 @@ def scaled(channels: int, width: float) -> int:
 
 def _conv(name, c_in, c_out, hw, *, kernel=3, stride=1, dropout=0.0):
     padding = kernel // 2
-    out = ((hw[0] + 2 * padding - kernel) // stride + 1, (hw[1] + 2 * padding - kernel) // stride + 1)
+    out = ((hw[0] + 2 * padding - kernel) // stride + 1,
+           (hw[1] + 2 * padding - kernel) // stride + 1)
     return Conv(name, c_in, c_out, kernel, stride, padding, dropout, hw, out)
 
 

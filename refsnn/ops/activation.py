@@ -48,7 +48,8 @@ def dropout_mask(shape: tuple, p: float, rng: np.random.Generator, dtype) -> np.
     """
     p = check_prob("dropout_mask", "p", p)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"dropout_mask: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        raise TypeError(f"dropout_mask: rng must be a numpy.random.Generator, "
+                        f"got {type(rng).__name__}")
     dtype = np.dtype(dtype)
     keep = rng.random(tuple(shape)) >= p
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
