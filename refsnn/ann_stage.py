@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes
-from .loop import (STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
+from .loop import (checkpoint_due, tally_step, STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
                    optimizer_step, progress, resume_or_start, save_with_state, steps_per_epoch,
                    train_batches)
 from .models.ann import ann_backward, ann_forward
@@ -71,11 +71,8 @@ def train_ann(cfg: dict, data, out_dir: str, *, log=print) -> str:
             optimizer_step(cfg, params, grads, state,
                            lr=learning_rate(cfg, epoch * spe + k, total, warmup))
             running["loss"] += loss * len(y)
-            running["correct"] += int((logits.argmax(axis=1) == y).sum())
-            running["seen"] += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}")
-            if cfg["checkpoint_every"] and (k + 1) % cfg["checkpoint_every"] == 0 and k + 1 < spe:
+            tally_step(running, logits, y, bar, running["loss"])
+            if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
         bar.close()
         train_s = now() - t0

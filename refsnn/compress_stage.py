@@ -28,7 +28,7 @@ import numpy as np
 
 from .ann_stage import ann_arch, ann_predict
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
+from .loop import (checkpoint_due, tally_step, STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
                    optimizer_step, progress, resume_or_start, save_with_state, split_state,
                    steps_per_epoch, train_batches)
 from .metrics import compression_ratio
@@ -132,11 +132,8 @@ def train_compressed(cfg: dict, data, out_dir: str, ann_path: str, *, log=print)
             apply_masks(params, masks)  # SPEC 4.2.2: W <- W * M after every step
             running["ce"] += ce * len(y)
             running["at"] += at * len(y)
-            running["correct"] += int((logits.argmax(axis=1) == y).sum())
-            running["seen"] += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{(running['ce'] + running['at']) / running['seen']:.3f}")
-            if cfg["checkpoint_every"] and (k + 1) % cfg["checkpoint_every"] == 0 and k + 1 < spe:
+            tally_step(running, logits, y, bar, running["ce"] + running["at"])
+            if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
         bar.close()
         train_s = now() - t0

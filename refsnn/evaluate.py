@@ -53,30 +53,23 @@ def main(argv: list[str] | None = None) -> int:
         from .models.arch import param_shapes
 
         arch = ann_arch(cfg, data)
-        try:
-            check_names_and_shapes(param_shapes(arch),
-                                   {k: v for k, v in params.items() if not k.startswith("mask.")},
-                                   what="evaluate", path=args.checkpoint)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        predict = ann_predict(arch, params)
+        expected, predict = param_shapes(arch), ann_predict(arch, params)
     elif stage in ("convert", "snn"):
         from .models.snn import snn_param_shapes
         from .snn_stage import snn_arch, snn_predict
 
         arch = snn_arch(cfg, data)
-        try:
-            check_names_and_shapes(snn_param_shapes(arch),
-                                   {k: v for k, v in params.items() if not k.startswith("mask.")},
-                                   what="evaluate", path=args.checkpoint)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        predict = snn_predict(arch, params, cfg)
+        expected, predict = snn_param_shapes(arch), snn_predict(arch, params, cfg)
     else:
         print(f"error: stage {stage!r} checkpoints are not supported by this version",
               file=sys.stderr)
+        return 2
+    try:  # names and shapes against the architecture the metadata describes
+        check_names_and_shapes(expected, {k: v for k, v in params.items()
+                                          if not k.startswith("mask.")},
+                               what="evaluate", path=args.checkpoint)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     dtype = np.dtype(cfg["dtype"])
     result = {"checkpoint": args.checkpoint, "stage": stage, "arch": cfg["arch"],

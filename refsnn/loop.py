@@ -92,6 +92,26 @@ def evaluate(predict, x_uint8, y, mean, std, *, batch_size: int, dtype):
     return 100.0 * correct / max(1, len(y))
 
 
+def tally_step(running: dict, scores, y, bar, loss_sum: float) -> None:
+    """Add one step's correct count and images to the epoch's running sums; advance the bar.
+
+    loss_sum: the running loss total to show (the caller adds its own loss terms).
+    """
+    running["correct"] += int((scores.argmax(axis=1) == y).sum())
+    running["seen"] += len(y)
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss_sum / running['seen']:.3f}")
+
+
+def checkpoint_due(cfg: dict, k: int, spe: int) -> bool:
+    """After step k (0-based) of an epoch of spe steps: a --checkpoint-every checkpoint?
+
+    The last step never: the end-of-epoch checkpoint follows it.
+    """
+    every = cfg["checkpoint_every"]
+    return bool(every) and (k + 1) % every == 0 and k + 1 < spe
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (epoch_rng, evaluate, learning_rate, metrics_append, metrics_truncate, now,
+from .loop import (checkpoint_due, tally_step, epoch_rng, evaluate, learning_rate, metrics_append, metrics_truncate, now,
                    optimizer_step, progress, resume_or_start, save_stage, save_with_state,
                    split_state, steps_per_epoch, train_batches)
 from .models.arch import build_arch, draw_dropout_masks, param_shapes
@@ -194,12 +194,9 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                 apply_masks(params, wmasks)  # SPEC 4.2.2: W <- W * M after every step
             act = spike_activity(tape, len(y))
             running["loss"] += loss * len(y)
-            running["correct"] += int((U.argmax(axis=1) == y).sum())
-            running["seen"] += len(y)
             running["activity"] += float(np.mean(list(act.values()))) * len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}")
-            if cfg["checkpoint_every"] and (k + 1) % cfg["checkpoint_every"] == 0 and k + 1 < spe:
+            tally_step(running, U, y, bar, running["loss"])
+            if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
         bar.close()
         train_s = now() - t0
