@@ -11,9 +11,9 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes
-from .loop import (checkpoint_due, tally_step, STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
-                   optimizer_step, progress, resume_or_start, save_with_state, steps_per_epoch,
-                   train_batches)
+from .loop import (STAGE_IDS, checkpoint_due, evaluate, learning_rate, metrics_append, now,
+                   optimizer_init, optimizer_step, progress, resume_or_start, save_with_state,
+                   steps_per_epoch, tally_step, train_batches)
 from .models.ann import ann_backward, ann_forward
 from .models.arch import build_arch, draw_dropout_masks, init_params, param_shapes
 from .ops.loss import cross_entropy_backward, cross_entropy_forward

@@ -28,9 +28,9 @@ import numpy as np
 
 from .ann_stage import ann_arch, ann_predict
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (checkpoint_due, tally_step, STAGE_IDS, evaluate, learning_rate, metrics_append, now, optimizer_init,
-                   optimizer_step, progress, resume_or_start, save_with_state, split_state,
-                   steps_per_epoch, train_batches)
+from .loop import (STAGE_IDS, checkpoint_due, evaluate, learning_rate, metrics_append, now,
+                   optimizer_init, optimizer_step, progress, resume_or_start, save_with_state,
+                   split_state, steps_per_epoch, tally_step, train_batches)
 from .metrics import compression_ratio
 from .models.ann import ann_backward, ann_forward
 from .models.arch import draw_dropout_masks, init_params, param_shapes

@@ -21,9 +21,9 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (checkpoint_due, tally_step, epoch_rng, evaluate, learning_rate, metrics_append, metrics_truncate, now,
-                   optimizer_step, progress, resume_or_start, save_stage, save_with_state,
-                   split_state, steps_per_epoch, train_batches)
+from .loop import (checkpoint_due, epoch_rng, evaluate, learning_rate, metrics_append,
+                   metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
+                   save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
 from .models.arch import build_arch, draw_dropout_masks, param_shapes
 from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
                          spiking_layers)

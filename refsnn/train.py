@@ -17,7 +17,7 @@ from .data.datasets import DATASETS, load_dataset
 from .models.arch import ARCHS
 from .runtime import configure_runtime
 
-STAGES = ("ann", "compress", "convert", "snn")  # in pipeline order; report arrives later
+STAGES = ("ann", "compress", "convert", "snn", "report")  # pipeline order: A, B, C, D, E
 
 # Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
@@ -39,12 +39,15 @@ _WD = {"sgd": 5e-4, "adam": 0.0}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m refsnn.train",
-        description="Train an ANN meta-model (stage A) and, in later stages, its compressed "
-                    "SNN. Options left at 'None' take a per-dataset default, printed at start.",
+        description="The refsnn pipeline: ANN meta-model (ann), attention-guided compressed "
+                    "ANN (compress), conversion to an SNN (convert), SNN training (snn) and "
+                    "the results table (report). Options left at 'None' take a per-dataset "
+                    "default, printed at start.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", choices=ARCHS, default="vgg9")
-    p.add_argument("--stages", default="ann",
-                   help=f"comma-separated subset of {','.join(STAGES)}, run in pipeline order")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="comma-separated subset, run in pipeline order from the checkpoints in "
+                        "--out (the whole pipeline by default)")
     p.add_argument("--dataset", choices=DATASETS, default="embedded")
     p.add_argument("--data-dir", default=None, help="the dataset's folder (see README)")
     p.add_argument("--epochs", type=int, default=None)
@@ -208,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             if not os.path.isfile(convert_path):
                 raise ValueError(f"--stages snn needs {convert_path} (run --stages convert)")
             train_snn(cfg, data, cfg["out"], convert_path, log=log)
+        if "report" in stages:
+            from .report import checkpoint_paths, run_report
+
+            paths = checkpoint_paths(cfg["out"])
+            if "ann" not in paths and os.path.isfile(ann_path):
+                paths = {"ann": ann_path, **paths}  # --ann-checkpoint: the meta-model
+            run_report(cfg["out"], data, paths=paths, batch_size=cfg["eval_batch_size"],
+                       log=print)
     except ValueError as e:  # bad data, checkpoint or --resume mismatch: a message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ from refsnn import ann_stage, evaluate, train
 from refsnn.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--arch", "vgg9", "--width", "0.0625", "--limit-train", "96", "--limit-test", "40",
-        "--batch-size", "32", "--epochs", "2", "--quiet", "--optimizer", "adam", "--lr", "0.002"]
+        "--batch-size", "32", "--epochs", "2", "--quiet", "--optimizer", "adam", "--lr", "0.002",
+        "--stages", "ann"]
 
 
 class Killed(Exception):

@@ -1,4 +1,7 @@
-"""The fused conv2d -> ReLU pair equals the two separate ops bit for bit (refsnn/ops/conv_relu.py)."""
+"""The fused conv2d -> ReLU pair equals the two separate ops bit for bit.
+
+(refsnn/ops/conv_relu.py)
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
 
 
 def _same(a, b, what):
-    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    assert a.shape == b.shape and a.dtype == b.dtype, \
+        f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
     assert np.array_equal(a, b), f"{what}: max |diff| = {np.abs(a - b).max()}"
 
 
