@@ -38,7 +38,7 @@ from .models.attention_points import attention_activations, attention_layers
 from .ops.attention import (at_loss_backward, at_loss_forward, attention_map_backward,
                             attention_map_forward)
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
-from .prune import apply_masks, init_masks, momenta, sparse_update
+from .prune import apply_masks, init_masks, momenta, scale_sparse_init, sparse_update
 from .schedules import prune_rate
 
 
@@ -113,6 +113,8 @@ def train_compressed(cfg: dict, data, out_dir: str, ann_path: str, *, log=print)
         masks = init_masks(arch, params, density=cfg["density"], mode=cfg["prune"],
                            rng=np.random.default_rng([cfg["seed"], sid, 10**6 + 1]))
         apply_masks(params, masks)
+        if cfg.get("sparse_init", "spec") == "scaled":
+            scale_sparse_init(arch, params, masks)
         state = optimizer_init(cfg, params)
 
     def save(epoch, step):
