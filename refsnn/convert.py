@@ -140,7 +140,7 @@ def default_scale(timesteps: int) -> float:
 def init_thresholds(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int = 5,
                     scale: float | None = None, timesteps_init: int = 100,
                     percentile: float = 99.7, time_chunk: int | None = None,
-                    min_threshold: float = MIN_THRESHOLD) -> dict:
+                    min_threshold: float = MIN_THRESHOLD, on_layer=None) -> dict:
     """SPEC 5.4's initial thresholds {"<layer>.threshold": 0-d array} of every spiking layer.
 
     final_l = max(alpha * v_l, min_threshold), v_l from calibrate_thresholds (module doc);
@@ -157,14 +157,14 @@ def init_thresholds(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int =
     v_min = _positive(fn, "min_threshold", min_threshold)
     _, unscaled = calibrate_thresholds(arch, params, x, timesteps_init=timesteps_init,
                                        percentile=percentile, time_chunk=time_chunk,
-                                       min_threshold=v_min)
+                                       min_threshold=v_min, on_layer=on_layer)
     return {k: np.asarray(max(alpha * float(v), v_min), dtype=x.dtype)
             for k, v in unscaled.items()}
 
 
 def calibrate_thresholds(arch: Arch, params: dict, x: np.ndarray, *, timesteps_init: int = 100,
                          percentile: float = 99.7, time_chunk: int | None = None,
-                         min_threshold: float = MIN_THRESHOLD):
+                         min_threshold: float = MIN_THRESHOLD, on_layer=None):
     """The unscaled calibration of SPEC 5.4: per-step percentiles and thresholds v_l.
 
     Returns (percentiles, thresholds):
@@ -175,7 +175,8 @@ def calibrate_thresholds(arch: Arch, params: dict, x: np.ndarray, *, timesteps_i
     SPEC 5.1 run for timesteps_init steps on x, leak 1 everywhere, no dropout, thresholds v_1..
     v_{l-1} (the current of a Block's conv2 includes the shortcut). time_chunk: steps per chunk
     (results do not depend on it; None picks the largest chunk whose biggest array holds <= 2^24
-    values). Raises ValueError for percentile outside (0, 100], timesteps_init < 1, a
+    values). on_layer(name), if given, is called after each layer's calibration (progress
+    bars). Raises ValueError for percentile outside (0, 100], timesteps_init < 1, a
     non-finite current, or params that do not match arch.
     """
     fn = "calibrate_thresholds"
@@ -195,19 +196,24 @@ def calibrate_thresholds(arch: Arch, params: dict, x: np.ndarray, *, timesteps_i
     weights = _check_weights(fn, arch, params, x.dtype)
 
     run = _Run(t_init, x.shape[0], x.dtype, percentile, time_chunk, v_min)
+    done = on_layer if on_layer is not None else (lambda name: None)
     src = _Source.image(x)
     for layer in arch.layers:
         if isinstance(layer, Conv):
             src = run.neuron(layer.name, _conv_current(layer, weights, src))
+            done(layer.name)
         elif isinstance(layer, Pool):
             src = src.pooled()
         elif isinstance(layer, Linear) and layer.act:
             src = run.neuron(layer.name, _linear_current(layer, weights, src))
+            done(layer.name)
         elif isinstance(layer, Linear):
             break  # the output layer has no neuron: nothing after it to calibrate
         else:  # Block: conv1 -> LIF -> (dropout off) -> conv2 (+ shortcut) -> LIF
             h = run.neuron(layer.conv1.name, _conv_current(layer.conv1, weights, src))
+            done(layer.conv1.name)
             src = run.neuron(layer.conv2.name, _block_current(layer, weights, h, src))
+            done(layer.conv2.name)
     return run.percentiles, run.thresholds
 
 

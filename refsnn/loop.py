@@ -116,11 +116,11 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
-def progress(total: int, desc: str):
+def progress(total: int, desc: str, unit: str = "batch"):
     """A tqdm bar on stderr (silent when stderr is not a terminal, unless forced)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr,
+    return tqdm(total=total, desc=desc, leave=False, unit=unit, file=sys.stderr,
                 disable=None, dynamic_ncols=True)
 
 

@@ -119,14 +119,19 @@ def build_report(paths: dict, data, *, batch_size: int = 256, log=print) -> dict
     if not paths:
         raise ValueError("report: no checkpoint to report (expected DIR/ann.safetensors, "
                          "compress, convert or snn)")
+    from .loop import progress
+
     models, cfg, arch = {}, None, None
+    bar = progress(len(paths), "report: scoring checkpoints", unit="model")
     for stage, _ in MODELS:
         if stage in paths:
             log(f"[report] scoring {paths[stage]}")
             models[stage], c, a = score_checkpoint(paths[stage], data, batch_size=batch_size)
+            bar.update(1)
             cfg, arch = cfg or c, arch or a
             if stage in ("convert", "snn"):
                 cfg, arch = c, a  # the SNN's T and layers name the run
+    bar.close()
     snn = models.get("snn") or models.get("convert")
     run = {k: cfg.get(k) for k in ("arch", "dataset", "width", "timesteps", "prune", "density",
                                    "seed", "dtype")}

@@ -82,10 +82,14 @@ def convert_ann(cfg: dict, data, out_dir: str, ann_path: str, *, log=print) -> s
                           rng=epoch_rng(cfg["seed"], "convert", 0),
                           batch_size=cfg["convert_batch"], dtype=dtype)
     t0 = now()
+    bar = progress(len(neuron_names(arch)) // 2, "convert: calibrating thresholds",
+                   unit="layer")
     thresholds = init_thresholds(arch, params, x, timesteps=cfg["timesteps"],
                                  scale=cfg["convert_scale"],
                                  timesteps_init=cfg["convert_timesteps"],
-                                 percentile=cfg["convert_percentile"])
+                                 percentile=cfg["convert_percentile"],
+                                 on_layer=lambda name: bar.update(1))
+    bar.close()
     snn = convert_checkpoint_arrays(arch, params, thresholds)  # weights, masks, v, leak = 1
     acc = evaluate(snn_predict(arch, snn, cfg), data.test_x, data.test_y, data.mean, data.std,
                    batch_size=cfg["eval_batch_size"], dtype=dtype)

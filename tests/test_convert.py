@@ -278,3 +278,18 @@ def test_calibration_batch():
     np.testing.assert_array_equal(a, b)
     assert calibration_batch(x, mean, std, rng=np.random.default_rng(7), batch_size=64).shape \
         == (20, 3, 8, 6)
+
+
+def test_on_layer_reports_every_spiking_layer_in_order():
+    from refsnn.convert import calibrate_thresholds
+    from refsnn.models.arch import build_arch, init_params
+    from refsnn.models.snn import spiking_layers
+
+    arch = build_arch("resnet12", in_shape=(3, 8, 8), classes=4, width=0.0625)
+    params = init_params(arch, np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8))
+    seen = []
+    _, thresholds = calibrate_thresholds(arch, params, x, timesteps_init=3,
+                                         on_layer=seen.append)
+    assert seen == [layer.name for layer in spiking_layers(arch)]
+    assert list(thresholds) == [f"{name}.threshold" for name in seen]

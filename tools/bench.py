@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -283,6 +284,8 @@ def main(argv=None) -> int:
         import numpy as np  # noqa: F401  (threadpoolctl needs it loaded)
 
         res["blas"] = _blas_info()
+        # peak resident set of the whole child (import, warm-up, training and inference), MB
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return 0
 
@@ -314,11 +317,13 @@ def main(argv=None) -> int:
             results["results"][key] = row
             line = (f"{key:14s} train {ref['train']['ms_per_image']:.2f} ms/image "
                     f"[{ref['train']['min']:.2f}-{ref['train']['max']:.2f}]  "
-                    f"infer {ref['infer']['images_per_s']:.1f} img/s")
+                    f"infer {ref['infer']['images_per_s']:.1f} img/s  "
+                    f"peak RSS {ref['peak_rss_mb']:.0f} MB")
             if tor:
                 line += (f" | torch {tor['version']}: train {tor['train']['ms_per_image']:.2f} "
                          f"ms/image [{tor['train']['min']:.2f}-{tor['train']['max']:.2f}], "
-                         f"infer {tor['infer']['images_per_s']:.1f} img/s | "
+                         f"infer {tor['infer']['images_per_s']:.1f} img/s, "
+                         f"peak RSS {tor['peak_rss_mb']:.0f} MB | "
                          f"train time ratio {row['ratio_train_time']:.2f}x, "
                          f"inference throughput ratio {row['ratio_infer_throughput']:.2f}x")
             print(line, flush=True)
