@@ -22,7 +22,8 @@ STAGES = ("ann", "compress", "convert", "snn", "report")  # pipeline order: A, B
 # Per-dataset defaults for the options left unset (None): (epochs, width, batch size, lr).
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
 _DEFAULTS = {
-    "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 5, "snn_lr": 1e-3},
+    "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 5, "snn_lr": 1e-3,
+                 "convert_scale": 0.6},
     "fashion-mnist": {"epochs": 10, "width": 0.5, "snn_epochs": 2, "snn_lr": 5e-4},
     "cifar10": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
     "cifar100": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--convert-timesteps", type=int, default=100, help="T_init of SPEC 5.4")
     g.add_argument("--convert-percentile", type=float, default=99.7)
     g.add_argument("--convert-scale", type=float, default=None,
-                   help="alpha, the threshold scaling factor; default 0.2 for T <= 5, else 0.3")
+                   help="alpha, the threshold scaling factor; default SPEC 5.4's 0.2 for T <= 5, "
+                        "else 0.3; 0.6 on the embedded subset (measured better there)")
     g.add_argument("--snn-epochs", type=int, default=None)
     g.add_argument("--snn-lr", type=float, default=None,
                    help="Adam (amsgrad) lr of stage D; SPEC 5.5's 5e-4, 1e-3 on the embedded "

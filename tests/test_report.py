@@ -39,6 +39,14 @@ def _live_total(arrays):
 def test_default_stages_are_the_whole_pipeline():
     cfg = train.resolve_config(train.build_parser().parse_args([]))
     assert cfg["stages"] == "ann,compress,convert,snn,report"
+    # the embedded subset's measured stage C/D defaults; SPEC 5.4/5.5 values elsewhere
+    assert (cfg["convert_scale"], cfg["snn_lr"], cfg["sparse_init"]) == (0.6, 1e-3, "scaled")
+    for t, alpha in ((5, 0.2), (6, 0.3)):
+        other = train.resolve_config(train.build_parser().parse_args(
+            ["--dataset", "fashion-mnist", "--timesteps", str(t)]))
+        assert (other["convert_scale"], other["snn_lr"]) == (alpha, 5e-4)
+    explicit = train.resolve_config(train.build_parser().parse_args(["--convert-scale", "0.2"]))
+    assert explicit["convert_scale"] == 0.2
 
 
 def test_report_accuracies_equal_the_logged_ones(run):
