@@ -42,9 +42,12 @@ def _without_masks(params: dict) -> dict:
 def score_checkpoint(path: str, data, *, batch_size: int = 256) -> dict:
     """Test accuracy and metrics of one checkpoint over ``data``'s test split.
 
-    ANN stages: {"stage", "epoch", "test_acc", "compression"}; SNN stages add the SPEC 6
-    report of evaluate.snn_report (spike activity, SynOps, energy). ``compression`` holds the
-    ratio, live/total weights, per-layer density, live filters per conv and the FLOP reduction.
+    Returns (scores, cfg, arch): the checkpoint's configuration and architecture, and scores =
+    ANN stages: {"stage", "epoch", "checkpoint", "test_acc", "compression",
+    "ann_nonzero_flops", "energy_ann_pj"}; SNN stages: the SPEC 6 report of
+    evaluate.snn_report (spike activity, SynOps, energy) instead of the last two.
+    ``compression`` holds the ratio, live/total weights, per-layer density, live filters per
+    conv and the FLOP reduction.
     """
     from .ann_stage import ann_arch, ann_predict
     from .evaluate import snn_report
