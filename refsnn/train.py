@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surrogate gradient: pwl = gamma * max(0, 1 - |z|) (SPEC 5.2)")
     g.add_argument("--gamma", type=float, default=0.3, help="surrogate scale")
     g.add_argument("--ann-checkpoint", default=None,
-                   help="the meta-model for compress, and convert's source when the run has no "
-                        "compress stage, instead of DIR/ann.safetensors")
+                   help="the meta-model, instead of DIR/ann.safetensors: compress's teacher, the "
+                        "report's reference, and convert's source when neither --stages nor "
+                        "--out has a compressed ANN")
     g.add_argument("--convert-batch", type=int, default=512,
                    help="training images used to initialise the thresholds")
     g.add_argument("--convert-timesteps", type=int, default=100, help="T_init of SPEC 5.4")
@@ -193,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         f"shape {tuple(data.train_x.shape[1:])}, {len(data.classes)} classes")
     stages = cfg["stages"].split(",")
     # Sources: compress's meta-model is --ann-checkpoint, else DIR/ann.safetensors (or this run's
-    # stage ann). convert's source is DIR/compress.safetensors if the stage list includes
-    # compress, else the same as compress's meta-model (pass --ann-checkpoint
-    # DIR/compress.safetensors to convert an earlier run's compressed model).
+    # stage ann). convert's source is the last ANN stage in --stages (compress, else ann); with
+    # neither, DIR/compress.safetensors if --out holds one, else the meta-model (a dense SNN).
     ann_path = cfg["ann_checkpoint"] or os.path.join(cfg["out"], "ann.safetensors")
     convert_path = os.path.join(cfg["out"], "convert.safetensors")
     try:
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             from .ann_stage import train_ann
 
             ann_path = train_ann(cfg, data, cfg["out"], log=log)
-        source = ann_path
+        compressed = os.path.join(cfg["out"], "compress.safetensors")
+        source = compressed if "ann" not in stages and os.path.isfile(compressed) else ann_path
         if "compress" in stages:
             from .compress_stage import train_compressed
 

@@ -212,3 +212,21 @@ def test_evaluate_compressed_checkpoint_reports_its_compression(pipeline, capsys
     assert r["test_acc"] == pytest.approx(last["test_acc"], abs=1e-12)
     # the live count after the last epoch's model is exactly round(0.3 * total)
     assert r["compression_ratio"] == pytest.approx(1 / 0.3, rel=1e-3)
+
+
+def test_convert_takes_an_earlier_runs_compressed_ann(pipeline, tmp_path):
+    # --stages convert in a folder that holds compress.safetensors converts the compressed ANN
+    # (its masks come along), not the meta-model given by --ann-checkpoint
+    out = tmp_path / "again"
+    out.mkdir()
+    shutil.copy(pipeline / "compress.safetensors", out / "compress.safetensors")
+    argv = TINY + ["--stages", "convert", "--out", str(out),
+                   "--ann-checkpoint", str(pipeline / "ann.safetensors")]
+    assert train.main(argv) == 0
+    conv, meta = load_checkpoint(out / "convert.safetensors")
+    ref, _ = load_checkpoint(pipeline / "convert.safetensors")
+    assert meta["source"].endswith("compress.safetensors")
+    assert _masks(conv) and all(np.array_equal(conv[k], ref[k]) for k in _masks(conv))
+    for k in ref:
+        if k.endswith(".weight") and not k.startswith("mask."):
+            assert np.array_equal(conv[k], ref[k]), k
