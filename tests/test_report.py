@@ -152,3 +152,23 @@ def test_plots_are_listed_and_written(run):
     assert rep["plots"] == ["curves.png", "layers.png", "attention.png"]
     for name in rep["plots"]:
         assert (out / name).stat().st_size > 0
+
+
+def test_resnet_report_rows_follow_the_weight_layers(tmp_path):
+    from refsnn.models.arch import build_arch, weight_layers
+
+    out = tmp_path / "resnet"
+    argv = [a if a != "vgg9" else "resnet12" for a in TINY]
+    assert train.main(argv + ["--stages", "ann,compress,convert,snn,report", "--prune",
+                              "channel", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    arch = build_arch("resnet12", in_shape=(1, 28, 28), classes=10, width=0.0625)
+    assert [r["layer"] for r in rep["layers"]] == [layer.name for layer in weight_layers(arch)]
+    for r in rep["layers"]:  # a 1x1 shortcut and the output layer have no neuron
+        no_neuron = r["layer"].endswith("shortcut") or r["layer"] == "fc"
+        assert (r["spike_activity"] is None) == no_neuron, r["layer"]
+    snn = rep["models"]["snn"]
+    # SynOps total includes the identity shortcuts ("layer1.0.shortcut": one accumulate per
+    # nonzero input), which have no weight and so no row
+    assert snn["synops_total"] == pytest.approx(sum(snn["synops"].values()))
+    assert "layer1.0.shortcut" in snn["synops"]
