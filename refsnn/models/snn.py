@@ -34,7 +34,7 @@ import numpy as np
 from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
-from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from .arch import Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
@@ -49,6 +49,7 @@ class ConvRecord(NamedTuple):
     layer: Conv
     x: np.ndarray  # input (T, N, C_in, H, W); the image (N, C_in, H, W) for the first layer
     neuron: NeuronRecord
+    cols: np.ndarray | None = None  # im2col of x over the (T*N) batch, reused by the backward
 
 
 class PoolRecord(NamedTuple):
@@ -133,6 +134,16 @@ def _conv(layer: Conv, params, x):
     return _split(y, x.shape[0])
 
 
+def _conv_keep(layer: Conv, params, x):
+    """_conv that also returns the im2col matrix of a (T, N, ...) input (None for the static
+    image, whose weight gradient needs one small im2col of (N, ...) only)."""
+    if x.ndim == 4:
+        return _conv(layer, params, x), None
+    out = conv2d_forward_keep(_merge(x), params[f"{layer.name}.weight"], stride=layer.stride,
+                              padding=layer.padding)
+    return _split(out.y, x.shape[0]), out.cols
+
+
 def _drop(a, masks, name):
     """dropout with one mask for every step: a[t] * mask (mask (N, ...), a (T, N, ...))."""
     if masks is None or name not in masks:
@@ -197,9 +208,9 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
     for layer in arch.layers:
         if isinstance(layer, Conv):
             static = h.ndim == 4  # the image: I_1 is the same at every step
-            nr = _neuron(layer, params, _conv(layer, params, h), timesteps if static else None,
-                         opts)
-            tape.append(ConvRecord(layer, h, nr))
+            current, cols = _conv_keep(layer, params, h)
+            nr = _neuron(layer, params, current, timesteps if static else None, opts)
+            tape.append(ConvRecord(layer, h, nr, cols))
             h = _drop(nr.trace.spikes, masks, layer.name)
         elif isinstance(layer, Pool):
             tape.append(PoolRecord(layer, h.shape))
@@ -268,7 +279,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
         elif isinstance(rec, ConvRecord):
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,
                                grads, opts)
-            g = _conv_back(g_i, rec.layer, params, rec.x, grads)
+            g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols)
         else:  # BlockRecord
             blk = rec.layer
             g_i2 = _neuron_back(g, blk.conv2, rec.neuron2, params, grads, opts)  # at the sum
@@ -295,15 +306,16 @@ def _neuron_back(grad_spikes, layer, nr: NeuronRecord, params, grads, opts):
     return lg.current
 
 
-def _conv_back(g, layer: Conv, params, x, grads):
-    """conv VJP over the (T*N) batch; for the static image (x 4-D, g summed over t: (N, ...))
-    only the weight gradient."""
+def _conv_back(g, layer: Conv, params, x, grads, cols=None):
+    """conv VJP over the (T*N) batch (cols: the forward's im2col, if kept); for the static
+    image (x 4-D, g summed over t: (N, ...)) only the weight gradient."""
     w = params[f"{layer.name}.weight"]
     if x.ndim == 4:
         cg = conv2d_backward(g, x, w, stride=layer.stride, padding=layer.padding, need_x=False)
         grads[f"{layer.name}.weight"] = cg.w
         return None
-    cg = conv2d_backward(_merge(g), _merge(x), w, stride=layer.stride, padding=layer.padding)
+    cg = conv2d_backward(_merge(g), _merge(x), w, stride=layer.stride, padding=layer.padding,
+                         cols=cols)
     grads[f"{layer.name}.weight"] = cg.w
     return _split(cg.x, x.shape[0])
 

@@ -68,6 +68,26 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1, padding: in
     return y
 
 
+class ConvOut(NamedTuple):
+    y: np.ndarray  # (N, C_out, H_out, W_out)
+    cols: np.ndarray  # im2col(x): (C_in*kH*kW, N*H_out*W_out), for conv2d_backward(cols=)
+
+
+def conv2d_forward_keep(x: np.ndarray, w: np.ndarray, *, stride: int = 1,
+                        padding: int = 0) -> ConvOut:
+    """conv2d_forward that also returns its im2col matrix, so the backward need not rebuild it
+    (memory for time: the matrix is kH*kW times the input). y is bit-identical to
+    conv2d_forward's."""
+    stride, padding, ho, wo = _check_conv("conv2d_forward_keep", x, w, stride, padding)
+    n = x.shape[0]
+    c_out, c_in, kh, kw = w.shape
+    cols = im2col(x, kh, kw, stride, padding, ho, wo)  # (K, N*P)
+    y_cm = np.matmul(w.reshape(c_out, c_in * kh * kw), cols)  # (C_out, N*P)
+    y = np.empty((n, c_out, ho, wo), dtype=x.dtype)
+    _cm_to_nchw_kernel(y_cm.reshape(c_out, n, ho * wo), y.reshape(n, c_out, ho * wo))
+    return ConvOut(y, cols)
+
+
 def conv2d_backward(
     grad_y: np.ndarray,
     x: np.ndarray,
@@ -76,6 +96,7 @@ def conv2d_backward(
     stride: int = 1,
     padding: int = 0,
     need_x: bool = True,
+    cols: np.ndarray | None = None,
 ) -> Conv2dGrads:
     """Vector-Jacobian product of conv2d_forward at (x, w) with cotangent grad_y.
 
@@ -83,7 +104,9 @@ def conv2d_backward(
     grad_x[n, c, h, v] = sum_{o,p,q,i,j: i*stride+p-padding = h, j*stride+q-padding = v}
                          grad_y[n, o, i, j] * w[o, c, p, q]
     grad_y: (N, C_out, H_out, W_out); returns Conv2dGrads(x=(N, C_in, H, W) or None, w=w.shape).
-    need_x=False skips grad_x (the first layer of a network needs none).
+    need_x=False skips grad_x (the first layer of a network needs none). cols: the forward's
+    im2col matrix (conv2d_forward_keep), reused instead of rebuilt, read only; the result is
+    bit-identical either way.
     Matches torch.nn.grad.conv2d_input / conv2d_weight.
     """
     fn = "conv2d_backward"
@@ -99,9 +122,18 @@ def conv2d_backward(
         )
     gy_cm = np.empty((c_out, n, ho * wo), dtype=x.dtype)  # grad_y as (C_out, N*P)
     _nchw_to_cm_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo), gy_cm)
-    cols = im2col(x, kh, kw, stride, padding, ho, wo)
+    scratch = cols is None
+    if scratch:
+        cols = im2col(x, kh, kw, stride, padding, ho, wo)
+    else:
+        k = (c_in * kh * kw, n * ho * wo)
+        if not isinstance(cols, np.ndarray) or cols.shape != k or cols.dtype != x.dtype:
+            raise ValueError(f"{fn}: cols must be the forward's {x.dtype} im2col matrix of shape "
+                             f"{k}, got {getattr(cols, 'dtype', type(cols).__name__)} "
+                             f"{getattr(cols, 'shape', '')}")
     return conv2d_backward_cm(gy_cm.reshape(c_out, n * ho * wo), cols, w, x.shape,
-                              stride=stride, padding=padding, need_x=need_x, cols_scratch=True)
+                              stride=stride, padding=padding, need_x=need_x,
+                              cols_scratch=scratch)
 
 
 def conv2d_backward_cm(gy_cm, cols, w, x_shape, *, stride, padding, need_x, cols_scratch=False):

@@ -343,3 +343,18 @@ def test_rejects_bad_inputs():
     masks = draw_dropout_masks(arch, N + 1, rng, np.float64)
     with pytest.raises(ValueError, match=r"masks\['conv2'\] must be a float64 array of shape"):
         snn_forward(arch, params, x, timesteps=T, masks=masks)
+
+
+@pytest.mark.parametrize("name", ["vgg9", "resnet12"])
+def test_kept_im2col_gives_the_same_gradients_bit_for_bit(name):
+    # the tape keeps each conv's im2col matrix for the backward; dropping it (the backward
+    # rebuilds it) must not change a bit of any gradient
+    case = Case(name, spike="heaviside", surrogate="pwl")
+    kept = [r for r in case.tape if isinstance(r, ConvRecord) and r.cols is not None]
+    assert kept, "no conv kept its im2col matrix"
+    assert all(r.x.ndim == 5 for r in kept)  # the static image keeps none
+    bare = [r._replace(cols=None) if isinstance(r, ConvRecord) else r for r in case.tape]
+    g = np.random.default_rng(5).standard_normal(case.U.shape)
+    a, b = case.backward(g, tape=case.tape), case.backward(g, tape=bare)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k

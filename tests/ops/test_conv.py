@@ -285,3 +285,35 @@ def test_conv2d_parallel_equals_serial_end_to_end(stride, padding, numba_threads
 
     (y1, g1), (y2, g2) = numba_threads(1, run), numba_threads(2, run)
     assert np.array_equal(y1, y2) and np.array_equal(g1.x, g2.x) and np.array_equal(g1.w, g2.w)
+
+
+def test_backward_with_the_forwards_cols_is_bit_identical():
+    # conv2d_forward_keep's y equals conv2d_forward's, and conv2d_backward(cols=) gives the same
+    # bits as rebuilding im2col; the passed matrix is left unchanged (read only)
+    from refsnn.ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
+
+    rng = np.random.default_rng(0)
+    for dtype, (stride, padding) in ((np.float32, (1, 1)), (np.float64, (2, 0))):
+        x = rng.standard_normal((3, 4, 7, 6)).astype(dtype)
+        w = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
+        out = conv2d_forward_keep(x, w, stride=stride, padding=padding)
+        assert np.array_equal(out.y, conv2d_forward(x, w, stride=stride, padding=padding))
+        g = rng.standard_normal(out.y.shape).astype(dtype)
+        kept = out.cols.copy()
+        a = conv2d_backward(g, x, w, stride=stride, padding=padding, cols=out.cols)
+        b = conv2d_backward(g, x, w, stride=stride, padding=padding)
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.w, b.w)
+        assert np.array_equal(out.cols, kept)
+
+
+def test_backward_rejects_cols_of_another_shape():
+    from refsnn.ops.conv import conv2d_backward, conv2d_forward_keep
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 5, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    out = conv2d_forward_keep(x, w, padding=1)
+    with pytest.raises(ValueError, match="cols must be"):
+        conv2d_backward(np.ones_like(out.y), x, w, padding=1, cols=out.cols[:, :-1])
+    with pytest.raises(ValueError, match="cols must be"):
+        conv2d_backward(np.ones_like(out.y), x, w, padding=1, cols=out.cols.astype(np.float32))
