@@ -58,14 +58,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1, padding: in
     x: (N, C_in, H, W)  w: (C_out, C_in, kH, kW)  ->  y: (N, C_out, H_out, W_out)
     Matches torch.nn.functional.conv2d(x, w, None, stride, padding) (dilation 1, groups 1).
     """
-    stride, padding, ho, wo = _check_conv("conv2d_forward", x, w, stride, padding)
-    n = x.shape[0]
-    c_out, c_in, kh, kw = w.shape
-    cols = im2col(x, kh, kw, stride, padding, ho, wo)  # (K, N*P)
-    y_cm = np.matmul(w.reshape(c_out, c_in * kh * kw), cols)  # (C_out, N*P)
-    y = np.empty((n, c_out, ho, wo), dtype=x.dtype)
-    _cm_to_nchw_kernel(y_cm.reshape(c_out, n, ho * wo), y.reshape(n, c_out, ho * wo))
-    return y
+    return _forward("conv2d_forward", x, w, stride, padding).y
 
 
 class ConvOut(NamedTuple):
@@ -78,7 +71,12 @@ def conv2d_forward_keep(x: np.ndarray, w: np.ndarray, *, stride: int = 1,
     """conv2d_forward that also returns its im2col matrix, so the backward need not rebuild it
     (memory for time: the matrix is kH*kW times the input). y is bit-identical to
     conv2d_forward's."""
-    stride, padding, ho, wo = _check_conv("conv2d_forward_keep", x, w, stride, padding)
+    return _forward("conv2d_forward_keep", x, w, stride, padding)
+
+
+def _forward(fn, x, w, stride, padding) -> ConvOut:
+    """The conv forward: im2col, one GEMM, (C_out, N*P) -> NCHW; keeps cols for the caller."""
+    stride, padding, ho, wo = _check_conv(fn, x, w, stride, padding)
     n = x.shape[0]
     c_out, c_in, kh, kw = w.shape
     cols = im2col(x, kh, kw, stride, padding, ho, wo)  # (K, N*P)
