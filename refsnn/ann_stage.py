@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes
-from .loop import (STAGE_IDS, checkpoint_due, evaluate, learning_rate, metrics_append, now,
+from .loop import (STAGE_IDS, checkpoint_due, end_epoch, learning_rate, metrics_append, now,
                    optimizer_init, optimizer_step, progress, resume_or_start, save_with_state,
                    steps_per_epoch, tally_step, train_batches)
 from .models.ann import ann_backward, ann_forward
@@ -74,11 +74,8 @@ def train_ann(cfg: dict, data, out_dir: str, *, log=print) -> str:
             tally_step(running, logits, y, bar, running["loss"])
             if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
-        bar.close()
-        train_s = now() - t0
-        ips = (running["seen"] - seen0) / max(train_s, 1e-9)
-        test_acc = evaluate(ann_predict(arch, params), data.test_x, data.test_y, data.mean,
-                            data.std, batch_size=cfg["eval_batch_size"], dtype=dtype)
+        train_s, ips, test_acc = end_epoch(bar, t0, running["seen"] - seen0,
+                                           ann_predict(arch, params), data, cfg, dtype)
         rec = {"stage": "ann", "epoch": epoch + 1,
                "train_loss": running["loss"] / running["seen"],
                "train_acc": 100.0 * running["correct"] / running["seen"], "test_acc": test_acc,

@@ -28,7 +28,7 @@ import numpy as np
 
 from .ann_stage import ann_arch, ann_predict
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (STAGE_IDS, checkpoint_due, evaluate, learning_rate, metrics_append, now,
+from .loop import (STAGE_IDS, checkpoint_due, end_epoch, learning_rate, metrics_append, now,
                    optimizer_init, optimizer_step, progress, resume_or_start, save_with_state,
                    split_state, steps_per_epoch, tally_step, train_batches)
 from .metrics import compression_ratio
@@ -137,11 +137,8 @@ def train_compressed(cfg: dict, data, out_dir: str, ann_path: str, *, log=print)
             tally_step(running, logits, y, bar, running["ce"] + running["at"])
             if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
-        bar.close()
-        train_s = now() - t0
-        ips = (running["seen"] - seen0) / max(train_s, 1e-9)
-        test_acc = evaluate(ann_predict(arch, params), data.test_x, data.test_y, data.mean,
-                            data.std, batch_size=cfg["eval_batch_size"], dtype=dtype)
+        train_s, ips, test_acc = end_epoch(bar, t0, running["seen"] - seen0,
+                                           ann_predict(arch, params), data, cfg, dtype)
         comp = compression_ratio(arch, masks)  # the evaluated model, before the update below
         n = running["seen"]
         rec = {"stage": "compress", "epoch": epoch + 1, "train_loss": (running["ce"] +

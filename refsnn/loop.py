@@ -103,6 +103,16 @@ def tally_step(running: dict, scores, y, bar, loss_sum: float) -> None:
     bar.set_postfix(loss=f"{loss_sum / running['seen']:.3f}")
 
 
+def end_epoch(bar, t0: float, seen: int, predict, data, cfg: dict, dtype):
+    """Close an epoch's bar and score the model: (training seconds, training images/s, test
+    accuracy %). seen: images trained in this process during the epoch; t0: its start."""
+    bar.close()
+    train_s = now() - t0
+    test_acc = evaluate(predict, data.test_x, data.test_y, data.mean, data.std,
+                        batch_size=cfg["eval_batch_size"], dtype=dtype)
+    return train_s, seen / max(train_s, 1e-9), test_acc
+
+
 def checkpoint_due(cfg: dict, k: int, spe: int) -> bool:
     """After step k (0-based) of an epoch of spe steps: a --checkpoint-every checkpoint?
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from .checkpoint import check_names_and_shapes, load_checkpoint
-from .loop import (checkpoint_due, epoch_rng, evaluate, learning_rate, metrics_append,
+from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate, metrics_append,
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
 from .models.arch import build_arch, draw_dropout_masks, param_shapes
@@ -202,11 +202,8 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
             tally_step(running, U, y, bar, running["loss"])
             if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
-        bar.close()
-        train_s = now() - t0
-        ips = (running["seen"] - seen0) / max(train_s, 1e-9)
-        test_acc = evaluate(snn_predict(arch, params, cfg), data.test_x, data.test_y, data.mean,
-                            data.std, batch_size=cfg["eval_batch_size"], dtype=dtype)
+        train_s, ips, test_acc = end_epoch(bar, t0, running["seen"] - seen0,
+                                           snn_predict(arch, params, cfg), data, cfg, dtype)
         rec = {"stage": "snn", "epoch": epoch + 1,
                "train_loss": running["loss"] / running["seen"],
                "train_acc": 100.0 * running["correct"] / running["seen"], "test_acc": test_acc,
