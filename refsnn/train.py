@@ -23,12 +23,15 @@ STAGES = ("ann", "compress", "convert", "snn", "report")  # pipeline order: A, B
 # The embedded default is sized so the ANN stage runs in a few minutes on 2 cores.
 _DEFAULTS = {
     "embedded": {"epochs": 20, "width": 0.25, "snn_epochs": 5, "snn_lr": 1e-3,
-                 "convert_scale": 0.6},
-    "fashion-mnist": {"epochs": 10, "width": 0.5, "snn_epochs": 2, "snn_lr": 5e-4},
-    "cifar10": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
-    "cifar100": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
-    "tiny-imagenet": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
-    "imagefolder": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4},
+                 "convert_scale": 0.6, "beta": 100.0},
+    "fashion-mnist": {"epochs": 10, "width": 0.5, "snn_epochs": 2, "snn_lr": 5e-4,
+                      "beta": 1000.0},
+    "cifar10": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4, "beta": 1000.0},
+    "cifar100": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4, "beta": 1000.0},
+    "tiny-imagenet": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4,
+                      "beta": 1000.0},
+    "imagefolder": {"epochs": 30, "width": 1.0, "snn_epochs": 10, "snn_lr": 5e-4,
+                    "beta": 1000.0},
 }
 _LR = {"sgd": 0.05, "adam": 1e-3}
 # L2 weight decay per optimizer. With the SPEC's small initial weights (linear N(0, 0.01)) the
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target density d of the conv + linear weights (compression 1/d)")
     c.add_argument("--prune", choices=("irregular", "channel"), default="irregular",
                    help="sparse-learning unit: single weights, or conv output filters")
-    c.add_argument("--beta", type=float, default=1000.0, help="weight of the AT loss (SPEC 4.1)")
+    c.add_argument("--beta", type=float, default=None,
+                   help="weight of the AT loss (SPEC 4.1: 1000; embedded subset: 100)")
     c.add_argument("--sparse-init", choices=("scaled", "spec"), default="scaled",
                    help="stage compress: scale the Bernoulli-masked init by 1/sqrt(live "
                         "fraction) to keep the dense variance (scaled), or keep SPEC 2's draw")

@@ -39,14 +39,16 @@ def _live_total(arrays):
 def test_default_stages_are_the_whole_pipeline():
     cfg = train.resolve_config(train.build_parser().parse_args([]))
     assert cfg["stages"] == "ann,compress,convert,snn,report"
-    # the embedded subset's measured stage C/D defaults; SPEC 5.4/5.5 values elsewhere
+    # the embedded subset's measured stage B-D defaults; SPEC 4.1/5.4/5.5 values elsewhere
     assert (cfg["convert_scale"], cfg["snn_lr"], cfg["sparse_init"]) == (0.6, 1e-3, "scaled")
+    assert cfg["beta"] == 100.0
     for t, alpha in ((5, 0.2), (6, 0.3)):
         other = train.resolve_config(train.build_parser().parse_args(
             ["--dataset", "fashion-mnist", "--timesteps", str(t)]))
-        assert (other["convert_scale"], other["snn_lr"]) == (alpha, 5e-4)
-    explicit = train.resolve_config(train.build_parser().parse_args(["--convert-scale", "0.2"]))
-    assert explicit["convert_scale"] == 0.2
+        assert (other["convert_scale"], other["snn_lr"], other["beta"]) == (alpha, 5e-4, 1000.0)
+    explicit = train.resolve_config(train.build_parser().parse_args(
+        ["--convert-scale", "0.2", "--beta", "1000"]))
+    assert (explicit["convert_scale"], explicit["beta"]) == (0.2, 1000.0)
 
 
 def test_report_accuracies_equal_the_logged_ones(run):
