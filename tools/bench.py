@@ -9,7 +9,11 @@ Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
 - SNN training ms/image at T steps: forward over T + cross-entropy of the summed output +
   BPTT + Adam(amsgrad) step on weights, thresholds and leaks, dropout 0.2 on; torch runs the
   same network written from the SPEC with autograd (tools/torch_reference.py);
-- SNN inference images/s: T steps, dropout off.
+- SNN inference images/s: T steps, dropout off;
+- the SNN at the operating point (row snn-op): weight density 0.05 (every layer but the
+  first, irregular), thresholds set so each layer fires ~0.1 spikes per neuron over T;
+  training with the masks re-applied after each step, inference by snn_infer ("auto":
+  event-driven where sparse); ratios against torch's dense SNN of the same run.
 Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
 block (thread pools of different libraries fight when interleaved: PERF-NOTES). Reported:
 the median over ``--repeats`` timed steps, the min and max, and refsnn / torch ratios.
@@ -140,6 +144,82 @@ def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, thread
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
 
 
+def _operating_point(arch, params, x, timesteps, weight_density, activity, rng):
+    """Prune every weight layer but the first to weight_density (irregular, in place) and set
+    each threshold, in network order, to the (1 - activity/T) quantile of its layer's pre-reset
+    membrane, so each layer fires about ``activity`` spikes per neuron over T. Returns the
+    masks {name: 0/1 array} and the measured activity (spikes per neuron over T)."""
+    import numpy as np
+
+    from refsnn.models.arch import weight_layers
+    from refsnn.models.snn import snn_forward, snn_trace_arrays, spiking_layers
+
+    masks = {}
+    for layer in weight_layers(arch)[1:]:
+        w = params[f"{layer.name}.weight"]
+        masks[layer.name] = (rng.random(w.shape) < weight_density).astype(w.dtype)
+        w *= masks[layer.name]
+    for layer in spiking_layers(arch):
+        tape = snn_forward(arch, params, x, timesteps=timesteps)[1]
+        um = snn_trace_arrays(arch, params, tape)[f"trace.{layer.name}.membrane_pre"]
+        v = float(np.quantile(um, 1.0 - activity / timesteps))
+        params[f"{layer.name}.threshold"] = np.asarray(max(v, 1e-3), dtype=um.dtype)
+    tr = snn_trace_arrays(arch, params, snn_forward(arch, params, x, timesteps=timesteps)[1])
+    spikes = [v for k, v in tr.items() if k.endswith(".spikes")]
+    measured = sum(float(s.sum()) for s in spikes) / sum(s[0].size for s in spikes)
+    return masks, measured
+
+
+def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
+                      timesteps: int, weight_density: float = 0.05,
+                      activity: float = 0.1) -> dict:
+    """The SNN at the operating point (weight density 0.05, ~0.1 spikes per neuron over T):
+    training with the masks re-applied after every step, and inference by snn_infer (path
+    "auto": event-driven where input density x weight density is small)."""
+    import numba
+    import numpy as np
+
+    from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+    from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
+    from refsnn.models.snn_infer import pack_snn_weights, snn_infer
+    from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
+    from refsnn.optim import adam_init, adam_step
+    from refsnn.runtime import configure_runtime
+
+    configure_runtime()
+    numba.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0,
+                      dropout_conv=0.2, dropout_fc=0.2)
+    params = init_params(arch, rng, np.float32)
+    params.update(snn_init_neurons(arch, np.float32, threshold=0.5))
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    wmasks, measured = _operating_point(arch, params, x, timesteps, weight_density, activity,
+                                        rng)
+    state = adam_init(params, amsgrad=True)
+    no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
+
+    def train_step():
+        masks = draw_dropout_masks(arch, batch, rng, np.float32)
+        U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks)
+        cross_entropy_forward(U, y)
+        grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks)
+        adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
+        for name, m in wmasks.items():  # sparse learning keeps pruned weights at zero
+            params[f"{name}.weight"] *= m
+
+    train = _timeit(train_step, warmup, repeats)
+    packed = pack_snn_weights(arch, params)
+    paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
+    infer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
+                    warmup, repeats)
+    live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)
+    total = sum(params[f"{k}.weight"].size for k in wmasks)
+    return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
+            "weight_density": live / total, "spike_activity": measured, "paths": paths}
+
+
 def run_torch_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
                   timesteps: int) -> dict:
     """torch autograd BPTT of the same SNN (tools/torch_reference.py, written from the SPEC)."""
@@ -256,6 +336,31 @@ def _blas_info() -> list:
         return []
 
 
+def _operating_point_row(args, results, arch, tor):
+    """refsnn at weight density 0.05 / ~0.1 spikes per neuron, against torch's dense SNN of
+    the same run (torch has no sparse path: its time does not depend on the zeros)."""
+    saved = args.repeats
+    args.repeats = args.snn_repeats or max(3, args.repeats // 2)
+    op = _child("refsnn-snn-op", args)
+    args.repeats = saved
+    row = {"refsnn": op, "torch_dense": tor}
+    line = (f"snn-op/{arch}/T{args.timesteps} (weight density {op['weight_density']:.3f}, "
+            f"spike activity {op['spike_activity']:.3f}): train "
+            f"{op['train']['ms_per_image']:.2f} ms/image [{op['train']['min']:.2f}-"
+            f"{op['train']['max']:.2f}], infer {op['infer']['images_per_s']:.1f} img/s "
+            f"[{op['infer']['min']:.1f}-{op['infer']['max']:.1f}], peak RSS "
+            f"{op['peak_rss_mb']:.0f} MB")
+    if tor:
+        row["ratio_train_time_vs_torch_dense"] = (op["train"]["ms_per_image"]
+                                                  / tor["train"]["ms_per_image"])
+        row["ratio_infer_throughput_vs_torch_dense"] = (op["infer"]["images_per_s"]
+                                                        / tor["infer"]["images_per_s"])
+        line += (f" | vs torch dense: train time {row['ratio_train_time_vs_torch_dense']:.2f}x,"
+                 f" inference throughput {row['ratio_infer_throughput_vs_torch_dense']:.2f}x")
+    results["results"][f"snn-op/{arch}/T{args.timesteps}"] = row
+    print(line, flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -271,6 +376,8 @@ def main(argv=None) -> int:
     p.add_argument("--timesteps", type=int, default=5, help="T of the SNN")
     p.add_argument("--snn-repeats", type=int, default=None,
                    help="timed SNN steps (default: max(3, repeats // 2))")
+    p.add_argument("--no-operating-point", action="store_true",
+                   help="skip the SNN at weight density 0.05 / spike activity ~0.1")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -278,7 +385,8 @@ def main(argv=None) -> int:
         if fn is not None:
             res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads)
         else:
-            fn = run_refsnn_snn if args.child == "refsnn-snn" else run_torch_snn
+            fn = {"refsnn-snn": run_refsnn_snn, "refsnn-snn-op": run_refsnn_snn_op,
+                  "torch-snn": run_torch_snn}[args.child]
             res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads,
                      args.timesteps)
         import numpy as np  # noqa: F401  (threadpoolctl needs it loaded)
@@ -327,6 +435,8 @@ def main(argv=None) -> int:
                          f"train time ratio {row['ratio_train_time']:.2f}x, "
                          f"inference throughput ratio {row['ratio_infer_throughput']:.2f}x")
             print(line, flush=True)
+            if model == "snn" and not args.no_operating_point:
+                _operating_point_row(args, results, arch, tor)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

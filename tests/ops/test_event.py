@@ -1,0 +1,124 @@
+"""Event-driven conv2d / linear forward (refsnn/ops/event.py) against the dense reference ops.
+
+The event ops add the same products as the dense ops in another order, so they must agree to
+rounding: float64 to 1e-12 relative (of the largest |y|), float32 to 1e-5; and exactly where
+the exact result is representable (integer weights and inputs). Inputs are sparse (spikes or
+sparse analog values), weights masked at densities including 0 (empty) and 1 (full).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import naive
+from refsnn.ops.conv import conv2d_forward
+from refsnn.ops.event import (EventWeights, conv2d_event_forward, linear_event_forward,
+                              pack_event_weights)
+from refsnn.ops.linear import linear_forward
+from strategies import conv2d_configs, linear_configs, seeds
+
+pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
+
+DENSITIES = st.sampled_from([0.0, 0.05, 0.3, 1.0])
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def _sparsify(rng, a, density, binary=False):
+    keep = rng.random(a.shape) < density
+    return (keep if binary else keep * a).astype(a.dtype)
+
+
+def _assert_rounding_equal(actual, expected, dtype, what):
+    assert actual.shape == expected.shape and actual.dtype == np.dtype(dtype), what
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual.astype(np.float64) - expected).max(initial=0.0))
+    assert err <= RTOL[dtype] * scale, f"{what}: max error {err:.3g}, scale {scale:.3g}"
+
+
+@given(case=conv2d_configs(max_side=8, max_channels=4, max_batch=3), rho_x=DENSITIES,
+       rho_w=DENSITIES, binary=st.booleans(), seed=seeds,
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_conv_event_equals_dense(case, rho_x, rho_w, binary, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = _sparsify(rng, case.x, rho_x, binary).astype(dtype)
+    w = _sparsify(rng, case.w, rho_w).astype(dtype)
+    got = conv2d_event_forward(x, pack_event_weights(w), stride=case.stride,
+                               padding=case.padding)
+    ref = naive.conv2d_forward_naive(x.astype(np.float64), w.astype(np.float64),
+                                     stride=case.stride, padding=case.padding)
+    what = f"conv2d_event_forward(x={x.shape}, w={w.shape}, s={case.stride}, p={case.padding})"
+    _assert_rounding_equal(got, ref, dtype, what)
+    if dtype == np.float64:  # and the production dense path, to the same tolerance
+        dense = conv2d_forward(x, w, stride=case.stride, padding=case.padding)
+        _assert_rounding_equal(got, dense, dtype, what + " vs conv2d_forward")
+
+
+@given(case=conv2d_configs(max_side=6, max_channels=3), seed=seeds)
+def test_conv_event_exact_on_integers(case, seed):
+    # small integers: every partial sum is exact in float64, so any summation order agrees
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, case.x.shape).astype(np.float64)
+    w = rng.integers(-3, 4, case.w.shape).astype(np.float64)
+    got = conv2d_event_forward(x, pack_event_weights(w), stride=case.stride,
+                               padding=case.padding)
+    np.testing.assert_array_equal(got, naive.conv2d_forward_naive(x, w, stride=case.stride,
+                                                                  padding=case.padding))
+
+
+@given(case=linear_configs(max_batch=4, max_in=20, max_out=6), rho_x=DENSITIES,
+       rho_w=DENSITIES, seed=seeds, dtype=st.sampled_from([np.float64, np.float32]))
+def test_linear_event_equals_dense(case, rho_x, rho_w, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = _sparsify(rng, case.x, rho_x).astype(dtype)
+    w = _sparsify(rng, case.w, rho_w).astype(dtype)
+    got = linear_event_forward(x, pack_event_weights(w))
+    _assert_rounding_equal(got, x.astype(np.float64) @ w.astype(np.float64).T, dtype,
+                           f"linear_event_forward(x={x.shape}, w={w.shape})")
+    if dtype == np.float64:
+        _assert_rounding_equal(got, linear_forward(x, w), dtype, "vs linear_forward")
+
+
+def test_pack_groups_live_weights_by_input_channel():
+    w = np.zeros((3, 2, 2, 2))
+    w[2, 0, 1, 0], w[0, 1, 0, 1], w[1, 1, 1, 1] = 5.0, -1.0, 2.0
+    ew = pack_event_weights(w)
+    # channel 0 holds one entry (o=2, p=1, q=0); channel 1 two, in (o, p, q) order
+    np.testing.assert_array_equal(ew.ptr, [0, 1, 3])
+    np.testing.assert_array_equal(ew.out, [2, 0, 1])
+    np.testing.assert_array_equal(ew.ky, [1, 0, 1])
+    np.testing.assert_array_equal(ew.kx, [0, 1, 1])
+    np.testing.assert_array_equal(ew.value, [5.0, -1.0, 2.0])
+    assert ew.shape == (3, 2, 2, 2) and ew.density == 3 / 24
+
+
+def test_event_parallel_equals_serial(numba_threads):
+    rng = np.random.default_rng(3)
+    x = (rng.random((6, 4, 9, 7)) < 0.2).astype(np.float32)
+    w = _sparsify(rng, rng.standard_normal((5, 4, 3, 3)).astype(np.float32), 0.4)
+    ew = pack_event_weights(w)
+    def run():
+        return conv2d_event_forward(x, ew, stride=1, padding=1)
+
+    one, two = numba_threads(1, run), numba_threads(2, run)
+    np.testing.assert_array_equal(one, two)  # one sample per prange iteration: bit for bit
+
+
+def test_event_errors_name_the_argument():
+    w = np.ones((2, 3, 3, 3))
+    ew = pack_event_weights(w)
+    with pytest.raises(TypeError, match="ew must be an EventWeights"):
+        conv2d_event_forward(np.zeros((1, 3, 4, 4)), w)
+    with pytest.raises(ValueError, match="C_in=4"):
+        conv2d_event_forward(np.zeros((1, 4, 4, 4)), ew)
+    with pytest.raises(ValueError, match="expected a 2-D weight"):
+        linear_event_forward(np.zeros((1, 3)), ew)
+    with pytest.raises(TypeError, match="dtype"):
+        conv2d_event_forward(np.zeros((1, 3, 4, 4), np.float32), ew)
+    with pytest.raises(ValueError, match="output would be empty"):
+        conv2d_event_forward(np.zeros((1, 3, 1, 1)), ew)
+    with pytest.raises(ValueError, match="w must be"):
+        pack_event_weights(np.ones((2, 3, 3)))
+    assert isinstance(ew, EventWeights)
