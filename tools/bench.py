@@ -12,8 +12,9 @@ Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
 - SNN inference images/s: T steps, dropout off;
 - the SNN at the operating point (row snn-op): weight density 0.05 (every layer but the
   first, irregular), thresholds set so each layer fires ~0.1 spikes per neuron over T;
-  training with the masks re-applied after each step, inference by snn_infer ("auto":
-  event-driven where sparse); ratios against torch's dense SNN of the same run.
+  training with the masks re-applied after each step; inference by the fused event engine
+  (snn_event_infer; VGG) and by snn_infer's per-layer "auto" paths; ratios against torch's
+  dense SNN of the same run.
 Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
 block (thread pools of different libraries fight when interleaved: PERF-NOTES). Reported:
 the median over ``--repeats`` timed steps, the min and max, and refsnn / torch ratios.
@@ -145,29 +146,40 @@ def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, thread
 
 
 def _operating_point(arch, params, x, timesteps, weight_density, activity, rng):
-    """Prune every weight layer but the first to weight_density (irregular, in place) and set
-    each threshold, in network order, to the (1 - activity/T) quantile of its layer's pre-reset
-    membrane, so each layer fires about ``activity`` spikes per neuron over T. Returns the
-    masks {name: 0/1 array} and the measured activity (spikes per neuron over T)."""
+    """Prune every weight layer but the first to weight_density (irregular, in place), then
+    set each threshold, in network order, by bisection (in log v, 12 steps) so that its layer
+    fires ``activity`` spikes per neuron over T on x. Returns the masks {name: 0/1 array} and
+    the measured activity over all spiking layers (spikes per neuron over T)."""
     import numpy as np
 
-    from refsnn.models.arch import weight_layers
-    from refsnn.models.snn import snn_forward, snn_trace_arrays, spiking_layers
+    from refsnn.models.arch import Conv, weight_layers
+    from refsnn.models.snn import spiking_layers
+    from refsnn.models.snn_infer import pack_snn_weights, snn_infer
 
     masks = {}
     for layer in weight_layers(arch)[1:]:
         w = params[f"{layer.name}.weight"]
         masks[layer.name] = (rng.random(w.shape) < weight_density).astype(w.dtype)
         w *= masks[layer.name]
+    packed, n = pack_snn_weights(arch, params), x.shape[0]
+    neurons = {layer.name: (layer.c_out * layer.out_hw[0] * layer.out_hw[1]
+                            if isinstance(layer, Conv) else layer.n_out)
+               for layer in spiking_layers(arch)}
+
+    def rate(name):
+        counts = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).spikes
+        return counts[name] / (n * neurons[name])
+
     for layer in spiking_layers(arch):
-        tape = snn_forward(arch, params, x, timesteps=timesteps)[1]
-        um = snn_trace_arrays(arch, params, tape)[f"trace.{layer.name}.membrane_pre"]
-        v = float(np.quantile(um, 1.0 - activity / timesteps))
-        params[f"{layer.name}.threshold"] = np.asarray(max(v, 1e-3), dtype=um.dtype)
-    tr = snn_trace_arrays(arch, params, snn_forward(arch, params, x, timesteps=timesteps)[1])
-    spikes = [v for k, v in tr.items() if k.endswith(".spikes")]
-    measured = sum(float(s.sum()) for s in spikes) / sum(s[0].size for s in spikes)
-    return masks, measured
+        key = f"{layer.name}.threshold"
+        lo, hi = np.log(1e-3), np.log(1e3)
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            params[key] = np.asarray(np.exp(mid), dtype=x.dtype)
+            lo, hi = (mid, hi) if rate(layer.name) > activity else (lo, mid)
+        params[key] = np.asarray(np.exp(0.5 * (lo + hi)), dtype=x.dtype)
+    counts = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).spikes
+    return masks, sum(counts.values()) / (n * sum(neurons.values()))
 
 
 def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
@@ -179,8 +191,9 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     import numba
     import numpy as np
 
-    from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+    from refsnn.models.arch import Block, build_arch, draw_dropout_masks, init_params
     from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
+    from refsnn.models.snn_event import snn_event_infer
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
     from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
     from refsnn.optim import adam_init, adam_step
@@ -212,12 +225,20 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     train = _timeit(train_step, warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
-    infer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
-                    warmup, repeats)
+    per_layer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
+                        warmup, repeats)
+    engine = "snn_event_infer" if not any(isinstance(L, Block) for L in arch.layers) else None
+    if engine:
+        infer = _timeit(lambda: snn_event_infer(arch, params, x, timesteps=timesteps,
+                                                packed=packed), warmup, repeats)
+    else:  # residual networks: the per-layer paths are the sparse inference
+        engine, infer = "snn_infer", per_layer
     live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)
     total = sum(params[f"{k}.weight"].size for k in wmasks)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
-            "weight_density": live / total, "spike_activity": measured, "paths": paths}
+            "infer_engine": engine,
+            "infer_per_layer_paths": _summary(per_layer, batch, "infer"), "paths": paths,
+            "weight_density": live / total, "spike_activity": measured}
 
 
 def run_torch_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
@@ -347,8 +368,10 @@ def _operating_point_row(args, results, arch, tor):
     line = (f"snn-op/{arch}/T{args.timesteps} (weight density {op['weight_density']:.3f}, "
             f"spike activity {op['spike_activity']:.3f}): train "
             f"{op['train']['ms_per_image']:.2f} ms/image [{op['train']['min']:.2f}-"
-            f"{op['train']['max']:.2f}], infer {op['infer']['images_per_s']:.1f} img/s "
-            f"[{op['infer']['min']:.1f}-{op['infer']['max']:.1f}], peak RSS "
+            f"{op['train']['max']:.2f}], infer ({op['infer_engine']}) "
+            f"{op['infer']['images_per_s']:.1f} img/s [{op['infer']['min']:.1f}-"
+            f"{op['infer']['max']:.1f}] (snn_infer per-layer paths "
+            f"{op['infer_per_layer_paths']['images_per_s']:.1f}), peak RSS "
             f"{op['peak_rss_mb']:.0f} MB")
     if tor:
         row["ratio_train_time_vs_torch_dense"] = (op["train"]["ms_per_image"]

@@ -14,10 +14,13 @@ Work: nnz(x) * (live weights per input channel), against N*C_out*K*P for the den
 add the same products in a different order (here: input channel, row, column, then the packed
 weights of that channel), so they agree to rounding (tests: float64 to 1e-12 relative).
 
-The live weights are packed once per mask change (``pack_event_weights``), grouped by input
-channel: for channel c the entries ptr[c]:ptr[c+1] of (out, ky, kx, value). Each sample m is
-one prange iteration writing only y[m]: disjoint slices, so the result does not depend on the
-thread count, bit for bit.
+The live weights are packed once per mask change (``pack_event_weights``), grouped by
+(input channel c, kernel row p, kernel column q): group g = (c*kH + p)*kW + q holds the entries
+ptr[g]:ptr[g+1] of (output channel, value), so one input event and one kernel offset find the
+output position once and then add into a run of output channels. The conv accumulates in a
+channels-last (H_out, W_out, C_out) scratch per sample (the channels of one position are
+contiguous) and is transposed to NCHW at the end. Each sample m is one prange iteration
+writing only its own slice: the result does not depend on the thread count, bit for bit.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ from .conv import conv2d_output_size
 
 class EventWeights(NamedTuple):
     """The live (nonzero) weights of one conv (C_out, C_in, kH, kW) or linear (C_out, C_in)
-    weight, grouped by input channel: entries ptr[c]:ptr[c+1] belong to input channel c."""
-    ptr: np.ndarray  # (C_in + 1,) int64
+    weight, grouped by (c, p, q): entries ptr[g]:ptr[g+1], g = (c*kH + p)*kW + q (linear:
+    g = c), in increasing output channel."""
+    ptr: np.ndarray  # (C_in*kH*kW + 1,) int64
     out: np.ndarray  # (nnz,) int32 output channel o
-    ky: np.ndarray  # (nnz,) int32 kernel row p (0 for linear)
-    kx: np.ndarray  # (nnz,) int32 kernel column q (0 for linear)
     value: np.ndarray  # (nnz,) weight value, the weight's dtype
     shape: tuple  # the dense weight's shape
 
@@ -48,23 +50,24 @@ class EventWeights(NamedTuple):
 
 
 def pack_event_weights(w: np.ndarray) -> EventWeights:
-    """Pack the nonzero entries of a conv (C_out, C_in, kH, kW) or linear (C_out, C_in) weight,
-    grouped by input channel, in (o, p, q) order inside a channel. Pruned weights are exactly
-    zero (masks, SPEC 4.2), so the packing is the mask's live set (plus any live weight that
-    happens to be exactly 0.0, which contributes nothing either way)."""
+    """Pack the nonzero entries of a conv (C_out, C_in, kH, kW) or linear (C_out, C_in) weight
+    by (c, p, q) group. Pruned weights are exactly zero (masks, SPEC 4.2), so the packing is
+    the mask's live set (plus any live weight that happens to be exactly 0.0, which contributes
+    nothing either way)."""
     fn = "pack_event_weights"
     check_array(fn, "w", w)
     if w.ndim not in (2, 4):
         raise ValueError(f"{fn}: w must be (C_out, C_in, kH, kW) or (C_out, C_in), got shape "
                          f"{w.shape}")
     w4 = w.reshape(w.shape + (1, 1)) if w.ndim == 2 else w
-    wt = np.ascontiguousarray(w4.transpose(1, 0, 2, 3))  # (C_in, C_out, kH, kW): c-major order
-    c, o, p, q = np.nonzero(wt)
-    counts = np.bincount(c, minlength=wt.shape[0])
-    ptr = np.zeros(wt.shape[0] + 1, dtype=np.int64)
+    wt = np.ascontiguousarray(w4.transpose(1, 2, 3, 0))  # (C_in, kH, kW, C_out)
+    c, p, q, o = np.nonzero(wt)
+    groups = wt.shape[0] * wt.shape[1] * wt.shape[2]
+    counts = np.bincount((c * wt.shape[1] + p) * wt.shape[2] + q, minlength=groups)
+    ptr = np.zeros(groups + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
-    return EventWeights(ptr, o.astype(np.int32), p.astype(np.int32), q.astype(np.int32),
-                        np.ascontiguousarray(wt[c, o, p, q]), tuple(w.shape))
+    return EventWeights(ptr, o.astype(np.int32), np.ascontiguousarray(wt[c, p, q, o]),
+                        tuple(w.shape))
 
 
 def _check_event(fn, x, ew, ndim):
@@ -98,39 +101,54 @@ def conv2d_event_forward(x: np.ndarray, ew: EventWeights, *, stride: int = 1,
         raise ValueError(f"{fn}: output would be empty: H_out={ho}, W_out={wo} for "
                          f"x.shape={x.shape}, kernel {kh}x{kw}, stride={stride}, "
                          f"padding={padding}")
-    y = np.zeros((x.shape[0], c_out, ho, wo), dtype=x.dtype)
-    _conv_event_kernel(np.ascontiguousarray(x), ew.ptr, ew.out, ew.ky, ew.kx, ew.value,
-                       stride, padding, y)
+    y = np.empty((x.shape[0], c_out, ho, wo), dtype=x.dtype)
+    _conv_event_kernel(np.ascontiguousarray(x), ew.ptr, ew.out, ew.value, kh, kw, stride,
+                       padding, y)
     return y
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_event_kernel(x, ptr, out, ky, kx, value, stride, padding, y):
+def _conv_event_kernel(x, ptr, out, value, kh, kw, stride, padding, y):
     n, c_in, h, w = x.shape
-    ho, wo = y.shape[2], y.shape[3]
+    c_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     for m in numba.prange(n):  # sample m writes y[m] only
+        acc = np.zeros((ho, wo, c_out), dtype=y.dtype)  # channels-last scratch
         for c in range(c_in):
-            lo, hi = ptr[c], ptr[c + 1]
-            if lo == hi:
-                continue
+            g0 = c * kh * kw
+            if ptr[g0] == ptr[g0 + kh * kw]:
+                continue  # no live weight reads channel c
             for r in range(h):
                 for s in range(w):
                     v = x[m, c, r, s]
                     if v == 0:
                         continue
-                    for e in range(lo, hi):
-                        # r = i*stride + p - padding  ->  i = (r + padding - p) / stride
-                        a = r + padding - ky[e]
-                        b = s + padding - kx[e]
-                        if a < 0 or b < 0:
-                            continue
-                        if stride != 1:
-                            if a % stride != 0 or b % stride != 0:
-                                continue
-                            a //= stride
-                            b //= stride
-                        if a < ho and b < wo:
-                            y[m, out[e], a, b] += value[e] * v
+                    _scatter_conv(acc, v, r, s, g0, ptr, out, value, kh, kw, stride, padding)
+        for o in range(c_out):
+            for i in range(ho):
+                for j in range(wo):
+                    y[m, o, i, j] = acc[i, j, o]
+
+
+@numba.njit(cache=True, inline="always")
+def _scatter_conv(acc, v, r, s, g0, ptr, out, value, kh, kw, stride, padding):
+    """acc[i, j, o] += w[o, c, p, q] * v for every live weight of input channel c (group base
+    g0 = c*kH*kW) whose window puts input (r, s) at output (i, j) = ((r + padding - p) / stride,
+    (s + padding - q) / stride), integers in range."""
+    ho, wo = acc.shape[0], acc.shape[1]
+    for p in range(kh):
+        a = r + padding - p
+        if a < 0 or a % stride != 0 or a // stride >= ho:
+            continue
+        a //= stride
+        for q in range(kw):
+            b = s + padding - q
+            if b < 0 or b % stride != 0 or b // stride >= wo:
+                continue
+            b //= stride
+            g = g0 + p * kw + q
+            row = acc[a, b]
+            for e in range(ptr[g], ptr[g + 1]):
+                row[out[e]] += value[e] * v
 
 
 def linear_event_forward(x: np.ndarray, ew: EventWeights) -> np.ndarray:
@@ -149,9 +167,10 @@ def linear_event_forward(x: np.ndarray, ew: EventWeights) -> np.ndarray:
 def _linear_event_kernel(x, ptr, out, value, y):
     n, c_in = x.shape
     for m in numba.prange(n):
+        row = y[m]
         for i in range(c_in):
             v = x[m, i]
             if v == 0:
                 continue
             for e in range(ptr[i], ptr[i + 1]):
-                y[m, out[e]] += value[e] * v
+                row[out[e]] += value[e] * v

@@ -81,17 +81,16 @@ def test_linear_event_equals_dense(case, rho_x, rho_w, seed, dtype):
         _assert_rounding_equal(got, linear_forward(x, w), dtype, "vs linear_forward")
 
 
-def test_pack_groups_live_weights_by_input_channel():
+def test_pack_groups_live_weights_by_input_channel_and_offset():
     w = np.zeros((3, 2, 2, 2))
-    w[2, 0, 1, 0], w[0, 1, 0, 1], w[1, 1, 1, 1] = 5.0, -1.0, 2.0
+    w[2, 0, 1, 0], w[0, 1, 0, 1], w[1, 1, 0, 1], w[1, 1, 1, 1] = 5.0, -1.0, 2.0, 3.0
     ew = pack_event_weights(w)
-    # channel 0 holds one entry (o=2, p=1, q=0); channel 1 two, in (o, p, q) order
-    np.testing.assert_array_equal(ew.ptr, [0, 1, 3])
-    np.testing.assert_array_equal(ew.out, [2, 0, 1])
-    np.testing.assert_array_equal(ew.ky, [1, 0, 1])
-    np.testing.assert_array_equal(ew.kx, [0, 1, 1])
-    np.testing.assert_array_equal(ew.value, [5.0, -1.0, 2.0])
-    assert ew.shape == (3, 2, 2, 2) and ew.density == 3 / 24
+    # group g = (c*2 + p)*2 + q: g 2 = (0, 1, 0) holds o=2; g 5 = (1, 0, 1) holds o=0, 1;
+    # g 7 = (1, 1, 1) holds o=1
+    np.testing.assert_array_equal(ew.ptr, [0, 0, 0, 1, 1, 1, 3, 3, 4])
+    np.testing.assert_array_equal(ew.out, [2, 0, 1, 1])
+    np.testing.assert_array_equal(ew.value, [5.0, -1.0, 2.0, 3.0])
+    assert ew.shape == (3, 2, 2, 2) and ew.density == 4 / 24
 
 
 def test_event_parallel_equals_serial(numba_threads):
