@@ -193,7 +193,7 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
 
     from refsnn.models.arch import Block, build_arch, draw_dropout_masks, init_params
     from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
-    from refsnn.models.snn_event import snn_event_infer
+    from refsnn.models.snn_event import pack_event_network, snn_event_infer
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
     from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
     from refsnn.optim import adam_init, adam_step
@@ -229,8 +229,9 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
                         warmup, repeats)
     engine = "snn_event_infer" if not any(isinstance(L, Block) for L in arch.layers) else None
     if engine:
+        net = pack_event_network(arch, params)
         infer = _timeit(lambda: snn_event_infer(arch, params, x, timesteps=timesteps,
-                                                packed=packed), warmup, repeats)
+                                                packed=net), warmup, repeats)
     else:  # residual networks: the per-layer paths are the sparse inference
         engine, infer = "snn_infer", per_layer
     live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)

@@ -19,7 +19,8 @@ events), that for t = 1..T:
 so u before the check is lam * u[t-1] + I[t] = u-[t]: the reference's pre-reset membrane,
 with I[t]'s products added onto lam * u[t-1] one by one instead of summed first (the same
 numbers to rounding). The first layer's current is the analog image's, dense and the same at
-every step: one GEMM, then the same loop with u += I. The output layer sums its input events
+every step: computed once per sample by direct convolution (no BLAS call: OpenBLAS's threads
+would spin on the cores the event kernels need), then the same loop with u += I. The output layer sums its input events
 over t into U = W_L sum_t x_L[t]. Work per layer and step: one pass over the layer's neurons
 plus (events) x (live weights per input channel and kernel offset); no dense spike tensor,
 no dense current. Residual networks (Blocks) are not covered: use snn_infer.
@@ -35,7 +36,7 @@ import numpy as np
 from ..ops.event import EventWeights
 from .arch import Arch, Block, Conv, Linear, Pool
 from .snn import _check_forward
-from .snn_infer import SNNInference, _dense_current, pack_snn_weights
+from .snn_infer import SNNInference, pack_snn_weights
 
 
 class EventConv(NamedTuple):
@@ -49,7 +50,8 @@ class EventConv(NamedTuple):
     q: np.ndarray  # (nnz,) int32
     out: np.ndarray  # (nnz,) int32
     value: np.ndarray  # (nnz,)
-    offset: np.ndarray  # (nnz,) int64
+    offset: np.ndarray  # (nnz,) int32
+    shape: tuple  # the dense weight's shape
 
 
 def pack_event_conv(ew: EventWeights, conv: Conv) -> EventConv:
@@ -63,7 +65,17 @@ def pack_event_conv(ew: EventWeights, conv: Conv) -> EventConv:
     wo = conv.out_hw[1]
     offset = ((conv.padding - p) * wo + (conv.padding - q)) * c_out + ew.out
     return EventConv(np.ascontiguousarray(ew.ptr[::kh * kw]), p.astype(np.int32),
-                     q.astype(np.int32), ew.out, ew.value, offset.astype(np.int64))
+                     q.astype(np.int32), ew.out, ew.value, offset.astype(np.int32), ew.shape)
+
+
+def pack_event_network(arch: Arch, params: dict) -> dict:
+    """pack_snn_weights, with every conv after the first in its EventConv form: build it once
+    per weight / mask change and pass it as snn_event_infer(packed=)."""
+    packed = pack_snn_weights(arch, params)
+    convs = [layer for layer in arch.layers if isinstance(layer, Conv)]
+    for layer in convs[1:]:
+        packed[layer.name] = pack_event_conv(packed[layer.name], layer)
+    return packed
 
 
 def _emit_geometry(layers, i, hw):
@@ -78,17 +90,23 @@ def _emit_geometry(layers, i, hw):
 def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                     packed: dict | None = None) -> SNNInference:
     """The SNN's logits for images x (N, C, H, W), event-driven (module doc), for VGG networks
-    (Conv, Pool and Linear layers). params and packed as snn_infer's; returns
-    SNNInference(logits, paths (every layer "event" but the first, "dense"), spikes)."""
+    (Conv, Pool and Linear layers). params as snn_infer's; packed: pack_event_network(arch,
+    params) (or pack_snn_weights'), built here when None. Returns SNNInference(logits, paths
+    (every layer "event" but the first, "dense"), spikes)."""
     fn = "snn_event_infer"
     _check_forward(fn, arch, params, x, timesteps, "heaviside", "pwl")
     if any(isinstance(layer, Block) for layer in arch.layers):
         raise ValueError(f"{fn}: {arch.name} has residual blocks; the fused event engine "
                          f"covers VGG networks only (use snn_infer for {arch.name})")
     if packed is None:
-        packed = pack_snn_weights(arch, params)
+        packed = pack_event_network(arch, params)
     n, dtype = x.shape[0], x.dtype
     layers, paths, counts = arch.layers, {}, {}
+    # membranes and spike flags of one layer per sample, sized for the largest layer and reused
+    # by every layer (allocated here, not inside the parallel kernels)
+    size = max((L.c_out * L.out_hw[0] * L.out_hw[1] if isinstance(L, Conv) else L.n_out)
+               for L in layers if isinstance(L, (Conv, Linear)))
+    work = (np.empty((n, size), dtype=dtype), np.empty((n, size), dtype=np.bool_))
     events, geom = None, None  # geom: (C, H, W) of the current events' index space
     logits = None
     for i, layer in enumerate(layers):
@@ -110,22 +128,25 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
         cap = c * hw[0] * hw[1]  # at most one event per neuron and step
         out = (np.empty((n, timesteps, cap), np.int32), np.empty((n, timesteps, cap), dtype),
                np.zeros((n, timesteps), np.int64))
-        if events is None:  # the first layer: the image's dense current, once
-            current = _dense_current(x, params[f"{layer.name}.weight"], layer)
-            _static_kernel(current, v, lam, timesteps, k, ph, pw, *out)
+        if events is None:  # the first layer: the image's dense current, once per sample
+            w = params[f"{layer.name}.weight"]
+            wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))  # (C_in, kH, kW, C_out)
+            _static_kernel(np.ascontiguousarray(x), wt, layer.stride, layer.padding, hw[0],
+                           hw[1], v, lam, timesteps, k, ph, pw, np.empty((n, cap), dtype),
+                           *work, *out)
             paths[layer.name] = "dense"
         else:
             ew = packed[layer.name]
             if ew.shape != params[f"{layer.name}.weight"].shape:
                 raise ValueError(f"{fn}: packed[{layer.name!r}] is stale; re-run "
-                                 f"pack_snn_weights after changing params")
+                                 f"pack_event_network after changing params")
             if isinstance(layer, Conv):
-                ec = pack_event_conv(ew, layer)
+                ec = ew if isinstance(ew, EventConv) else pack_event_conv(ew, layer)
                 _conv_kernel(*events, geom[1], geom[2], ec.ptr, ec.p, ec.q, ec.out, ec.value,
                              ec.offset, layer.kernel, layer.kernel, layer.padding, c, hw[0],
-                             hw[1], v, lam, k, ph, pw, *out)
+                             hw[1], v, lam, k, ph, pw, *work, *out)
             else:
-                _linear_kernel(*events, ew.ptr, ew.out, ew.value, c, v, lam, *out)
+                _linear_kernel(*events, ew.ptr, ew.out, ew.value, c, v, lam, *work, *out)
             paths[layer.name] = "event"
         counts[layer.name] = int(out[2].sum())
         events, geom = out, (c, ph, pw)
@@ -163,33 +184,56 @@ def _emit(o, a, b, h, w, k, ph, pw, idx, val, mt, e):
 
 
 @numba.njit(cache=True, parallel=True)
-def _static_kernel(current, v, lam, timesteps, k, ph, pw, idx, val, cnt):
-    n, c, h, w = current.shape
-    size = c * h * w
+def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw, work_c, work_u,
+                   work_s, idx, val, cnt):
+    """The first layer: its current I = conv(x) by direct convolution into a channels-last
+    (H_out, W_out, C_out) row per sample (each tap adds x * w[:, c, p, q], contiguous in the
+    output channel), then T steps of u += I, fire, emit. No BLAS call: a GEMM here would leave
+    OpenBLAS's threads spinning on the cores the following kernels need."""
+    n, c_in, h, w = x.shape
+    c_out = wt.shape[3]
+    size = ho * wo * c_out
     for m in numba.prange(n):
-        cur = current[m].reshape(size)  # (C, H, W) order, as the events' index
-        u = np.zeros(size, dtype=current.dtype)
-        spk = np.zeros(size, dtype=np.bool_)
+        cur = work_c[m, :size]
+        cur[:] = 0.0
+        for a in range(ho):
+            for b in range(wo):
+                row = (a * wo + b) * c_out
+                for c in range(c_in):
+                    for p in range(wt.shape[1]):
+                        r = a * stride + p - padding
+                        if r < 0 or r >= h:
+                            continue
+                        for q in range(wt.shape[2]):
+                            s = b * stride + q - padding
+                            if s < 0 or s >= w:
+                                continue
+                            xv = x[m, c, r, s]
+                            for o in range(c_out):
+                                cur[row + o] += xv * wt[c, p, q, o]
+        u, spk = work_u[m, :size], work_s[m, :size]
+        u[:] = 0.0
         for t in range(timesteps):
             for i in range(size):
                 u[i] += cur[i]
             _fire(u, spk, v, lam)
             e = 0
             for i in range(size):
-                if spk[i]:
-                    o, ab = i // (h * w), i % (h * w)
-                    e = _emit(o, ab // w, ab % w, h, w, k, ph, pw, idx, val, (m, t), e)
+                if spk[i]:  # i = (a * W_out + b) * C_out + o
+                    ab, o = i // c_out, i % c_out
+                    e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
             cnt[m, t] = e
 
 
 @numba.njit(cache=True, parallel=True)
 def _conv_kernel(in_idx, in_val, in_cnt, h, w, ptr, p, q, out, value, offset, kh, kw,
-                 padding, c_out, ho, wo, v, lam, k, ph, pw, idx, val, cnt):
+                 padding, c_out, ho, wo, v, lam, k, ph, pw, work_u, work_s, idx, val, cnt):
     n, t_steps = in_cnt.shape
     hw = h * w
     for m in numba.prange(n):
-        u = np.zeros(ho * wo * c_out, dtype=value.dtype)  # channels-last (H_out, W_out, C_out)
-        spk = np.zeros(u.size, dtype=np.bool_)
+        u = work_u[m, :ho * wo * c_out]  # channels-last (H_out, W_out, C_out)
+        spk = work_s[m, :ho * wo * c_out]
+        u[:] = 0.0
         for t in range(t_steps):
             for e_in in range(in_cnt[m, t]):
                 flat = in_idx[m, t, e_in]
@@ -217,11 +261,12 @@ def _conv_kernel(in_idx, in_val, in_cnt, h, w, ptr, p, q, out, value, offset, kh
 
 
 @numba.njit(cache=True, parallel=True)
-def _linear_kernel(in_idx, in_val, in_cnt, ptr, out, value, c_out, v, lam, idx, val, cnt):
+def _linear_kernel(in_idx, in_val, in_cnt, ptr, out, value, c_out, v, lam, work_u, work_s,
+                   idx, val, cnt):
     n, t_steps = in_cnt.shape
     for m in numba.prange(n):
-        u = np.zeros(c_out, dtype=value.dtype)
-        spk = np.zeros(c_out, dtype=np.bool_)
+        u, spk = work_u[m, :c_out], work_s[m, :c_out]
+        u[:] = 0.0
         for t in range(t_steps):
             for e_in in range(in_cnt[m, t]):
                 i, x = in_idx[m, t, e_in], in_val[m, t, e_in]
