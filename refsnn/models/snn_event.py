@@ -5,12 +5,12 @@ layer integrates them straight into the membranes.
 
 The same network and equations as ``snn_forward`` in evaluation mode (SPEC 5.1), organised
 the way an event-driven simulator is. Between layers nothing dense is stored: layer l's
-output is, per sample n and step t, a list of events (flat index into layer l+1's input,
-value). A spike is one event of value 1; an average pool of kernel k that follows a layer is
-folded into its events (each spike becomes one event of value 1/k^2 at its pooled position:
-the next layer is linear, so events that share a position simply add). Each spiking layer is
-one Numba kernel, parallel over samples (each sample writes only its own membranes and
-events), that for t = 1..T:
+output is, per sample n and step t, a list of events (channel and position in layer l+1's
+input, coded (c << 16) | (r * W + s); value). A spike is one event of value 1; an average
+pool of kernel k that follows a layer is folded into its events (each spike becomes one event
+of value 1/k^2 at its pooled position: the next layer is linear, so events that share a
+position simply add). Each spiking layer is one Numba kernel, parallel over samples (each
+sample writes only its own membranes and events), that for t = 1..T:
 
     u += sum over the events of step t of  w * value      (scatter through the live weights)
     s  = 1 if u / v - 1 > 0 else 0;  u = lam * (u - v s)   (one pass; u now holds lam u[t])
@@ -20,10 +20,11 @@ so u before the check is lam * u[t-1] + I[t] = u-[t]: the reference's pre-reset 
 with I[t]'s products added onto lam * u[t-1] one by one instead of summed first (the same
 numbers to rounding). The first layer's current is the analog image's, dense and the same at
 every step: computed once per sample by direct convolution (no BLAS call: OpenBLAS's threads
-would spin on the cores the event kernels need), then the same loop with u += I. The output layer sums its input events
-over t into U = W_L sum_t x_L[t]. Work per layer and step: one pass over the layer's neurons
-plus (events) x (live weights per input channel and kernel offset); no dense spike tensor,
-no dense current. Residual networks (Blocks) are not covered: use snn_infer.
+would spin on the cores the event kernels need), then the same loop with u += I. The output
+layer sums its input events over t into U = W_L sum_t x_L[t]. Work per layer and step: one
+pass over the layer's neurons plus (events) x (live weights per input channel and kernel
+offset); no dense spike tensor, no dense current. Residual networks (Blocks) are not
+covered: use snn_infer.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
     # by every layer (allocated here, not inside the parallel kernels)
     size = max((L.c_out * L.out_hw[0] * L.out_hw[1] if isinstance(L, Conv) else L.n_out)
                for L in layers if isinstance(L, (Conv, Linear)))
-    work = (np.empty((n, size), dtype=dtype), np.empty((n, size), dtype=np.bool_))
+    size = -(-size // 8) * 8  # whole 8-byte words of spike flags (see _spiking)
+    work = (np.empty((n, size), dtype=dtype), np.empty((n, size), dtype=np.bool_),
+            np.empty((n, size), dtype=np.int32))
     events, geom = None, None  # geom: (C, H, W) of the current events' index space
     logits = None
     for i, layer in enumerate(layers):
@@ -115,7 +118,7 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
         if isinstance(layer, Linear) and not layer.act:
             ew = packed[layer.name]
             logits = np.zeros((n, layer.n_out), dtype=dtype)
-            _output_kernel(*events, ew.ptr, ew.out, ew.value, logits)
+            _output_kernel(*events, geom[1] * geom[2], ew.ptr, ew.out, ew.value, logits)
             paths[layer.name] = "event"
             break
         v = np.asarray(params[f"{layer.name}.threshold"], dtype=dtype)[()]
@@ -125,6 +128,9 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
         else:
             c, hw = layer.n_out, (1, 1)
         k, (ph, pw) = _emit_geometry(layers, i, hw)
+        if c >= 1 << 15 or hw[0] * hw[1] > 1 << 16:
+            raise ValueError(f"{fn}: {layer.name} has {c} channels of {hw[0]}x{hw[1]}; the "
+                             f"event code holds < 32768 channels of <= 65536 positions")
         cap = c * hw[0] * hw[1]  # at most one event per neuron and step
         out = (np.empty((n, timesteps, cap), np.int32), np.empty((n, timesteps, cap), dtype),
                np.zeros((n, timesteps), np.int64))
@@ -142,11 +148,13 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                                  f"pack_event_network after changing params")
             if isinstance(layer, Conv):
                 ec = ew if isinstance(ew, EventConv) else pack_event_conv(ew, layer)
-                _conv_kernel(*events, geom[1], geom[2], ec.ptr, ec.p, ec.q, ec.out, ec.value,
+                rows, cols = np.divmod(np.arange(geom[1] * geom[2], dtype=np.int32), geom[2])
+                _conv_kernel(*events, rows, cols, ec.ptr, ec.p, ec.q, ec.out, ec.value,
                              ec.offset, layer.kernel, layer.kernel, layer.padding, c, hw[0],
                              hw[1], v, lam, k, ph, pw, *work, *out)
             else:
-                _linear_kernel(*events, ew.ptr, ew.out, ew.value, c, v, lam, *work, *out)
+                _linear_kernel(*events, geom[1] * geom[2], ew.ptr, ew.out, ew.value, c, v, lam,
+                               *work, *out)
             paths[layer.name] = "event"
         counts[layer.name] = int(out[2].sum())
         events, geom = out, (c, ph, pw)
@@ -167,25 +175,42 @@ def _fire(u, spk, v, lam):
 
 
 @numba.njit(cache=True, inline="always")
+def _spiking(spk, size, pos):
+    """pos[:count] = the indices i < size with spk[i] set, ascending; returns count. spk is a
+    whole C-contiguous row of flags (a multiple of 8 long), read 8 at a time: at the sparse
+    activity this engine is for, most words are zero."""
+    words = spk.view(np.uint64)
+    count = 0
+    for wi in range((size + 7) // 8):
+        if words[wi] != 0:
+            for i in range(wi * 8, min(size, wi * 8 + 8)):
+                if spk[i]:
+                    pos[count] = i
+                    count += 1
+    return count
+
+
+@numba.njit(cache=True, inline="always")
 def _emit(o, a, b, h, w, k, ph, pw, idx, val, mt, e):
-    """Append the spike of neuron (o, a, b) as an event of sample/step mt at position e:
-    index (o, a, b) in the (C, h, w) output, or with a pool of kernel k, (o, a//k, b//k) in the
-    (C, ph, pw) pooled output with value 1/k^2 (dropped if outside the pooled map)."""
+    """Append the spike of neuron (o, a, b) as an event of sample/step mt at position e, coded
+    (o << 16) | (a * w + b) for position (a, b) of channel o of the (C, h, w) output; or with a
+    pool of kernel k, (o << 16) | (a//k * pw + b//k) in the (C, ph, pw) pooled output, value
+    1/k^2 (dropped if outside the pooled map). The consumer decodes without a division."""
     if k == 0:
-        idx[mt[0], mt[1], e] = (o * h + a) * w + b
+        idx[mt[0], mt[1], e] = (o << 16) | (a * w + b)
         val[mt[0], mt[1], e] = 1.0
         return e + 1
     a2, b2 = a // k, b // k
     if a2 >= ph or b2 >= pw:
         return e
-    idx[mt[0], mt[1], e] = (o * ph + a2) * pw + b2
+    idx[mt[0], mt[1], e] = (o << 16) | (a2 * pw + b2)
     val[mt[0], mt[1], e] = 1.0 / (k * k)
     return e + 1
 
 
 @numba.njit(cache=True, parallel=True)
 def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw, work_c, work_u,
-                   work_s, idx, val, cnt):
+                   work_s, work_p, idx, val, cnt):
     """The first layer: its current I = conv(x) by direct convolution into a channels-last
     (H_out, W_out, C_out) row per sample (each tap adds x * w[:, c, p, q], contiguous in the
     output channel), then T steps of u += I, fire, emit. No BLAS call: a GEMM here would leave
@@ -211,34 +236,33 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
                             xv = x[m, c, r, s]
                             for o in range(c_out):
                                 cur[row + o] += xv * wt[c, p, q, o]
-        u, spk = work_u[m, :size], work_s[m, :size]
+        u, spk, pos = work_u[m, :size], work_s[m], work_p[m]
         u[:] = 0.0
         for t in range(timesteps):
             for i in range(size):
                 u[i] += cur[i]
             _fire(u, spk, v, lam)
             e = 0
-            for i in range(size):
-                if spk[i]:  # i = (a * W_out + b) * C_out + o
-                    ab, o = i // c_out, i % c_out
-                    e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
+            for j in range(_spiking(spk, size, pos)):
+                ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
+                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
             cnt[m, t] = e
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_kernel(in_idx, in_val, in_cnt, h, w, ptr, p, q, out, value, offset, kh, kw,
-                 padding, c_out, ho, wo, v, lam, k, ph, pw, work_u, work_s, idx, val, cnt):
+def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, offset, kh,
+                 kw, padding, c_out, ho, wo, v, lam, k, ph, pw, work_u, work_s, work_p, idx, val,
+                 cnt):
     n, t_steps = in_cnt.shape
-    hw = h * w
     for m in numba.prange(n):
         u = work_u[m, :ho * wo * c_out]  # channels-last (H_out, W_out, C_out)
-        spk = work_s[m, :ho * wo * c_out]
+        spk, pos = work_s[m], work_p[m]
         u[:] = 0.0
         for t in range(t_steps):
             for e_in in range(in_cnt[m, t]):
-                flat = in_idx[m, t, e_in]
-                c, rs = flat // hw, flat % hw
-                r, s = rs // w, rs % w
+                code = in_idx[m, t, e_in]
+                c, rs = code >> 16, code & 0xFFFF
+                r, s = row_of[rs], col_of[rs]
                 x = in_val[m, t, e_in]
                 base = (r * wo + s) * c_out
                 lo, hi = ptr[c], ptr[c + 1]
@@ -253,40 +277,40 @@ def _conv_kernel(in_idx, in_val, in_cnt, h, w, ptr, p, q, out, value, offset, kh
                             u[base + offset[j]] += value[j] * x
             _fire(u, spk, v, lam)
             e = 0
-            for i in range(u.size):
-                if spk[i]:  # i = (a * W_out + b) * C_out + o
-                    ab, o = i // c_out, i % c_out
-                    e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
+            for j in range(_spiking(spk, u.size, pos)):
+                ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
+                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
             cnt[m, t] = e
 
 
 @numba.njit(cache=True, parallel=True)
-def _linear_kernel(in_idx, in_val, in_cnt, ptr, out, value, c_out, v, lam, work_u, work_s,
-                   idx, val, cnt):
+def _linear_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, c_out, v, lam, work_u, work_s,
+                   work_p, idx, val, cnt):
     n, t_steps = in_cnt.shape
     for m in numba.prange(n):
-        u, spk = work_u[m, :c_out], work_s[m, :c_out]
+        u, spk, pos = work_u[m, :c_out], work_s[m], work_p[m]
         u[:] = 0.0
         for t in range(t_steps):
             for e_in in range(in_cnt[m, t]):
-                i, x = in_idx[m, t, e_in], in_val[m, t, e_in]
+                code, x = in_idx[m, t, e_in], in_val[m, t, e_in]
+                i = (code >> 16) * hw + (code & 0xFFFF)  # flattened (C, H, W) input index
                 for j in range(ptr[i], ptr[i + 1]):
                     u[out[j]] += value[j] * x
             _fire(u, spk, v, lam)
             e = 0
-            for o in range(c_out):
-                if spk[o]:
-                    e = _emit(o, 0, 0, 1, 1, 0, 1, 1, idx, val, (m, t), e)
+            for j in range(_spiking(spk, c_out, pos)):
+                e = _emit(pos[j], 0, 0, 1, 1, 0, 1, 1, idx, val, (m, t), e)
             cnt[m, t] = e
 
 
 @numba.njit(cache=True, parallel=True)
-def _output_kernel(in_idx, in_val, in_cnt, ptr, out, value, logits):
+def _output_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, logits):
     n, t_steps = in_cnt.shape
     for m in numba.prange(n):
         row = logits[m]
         for t in range(t_steps):
             for e_in in range(in_cnt[m, t]):
-                i, x = in_idx[m, t, e_in], in_val[m, t, e_in]
+                code, x = in_idx[m, t, e_in], in_val[m, t, e_in]
+                i = (code >> 16) * hw + (code & 0xFFFF)
                 for j in range(ptr[i], ptr[i + 1]):
                     row[out[j]] += value[j] * x
