@@ -132,8 +132,10 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
             raise ValueError(f"{fn}: {layer.name} has {c} channels of {hw[0]}x{hw[1]}; the "
                              f"event code holds < 32768 channels of <= 65536 positions")
         cap = c * hw[0] * hw[1]  # at most one event per neuron and step
-        out = (np.empty((n, timesteps, cap), np.int32), np.empty((n, timesteps, cap), dtype),
-               np.zeros((n, timesteps), np.int64))
+        # each sample's events of steps 1..T back to back (cnt[m, t] of step t): only the
+        # pages that events fill are ever touched
+        out = (np.empty((n, timesteps * cap), np.int32),
+               np.empty((n, timesteps * cap), dtype), np.zeros((n, timesteps), np.int64))
         if events is None:  # the first layer: the image's dense current, once per sample
             w = params[f"{layer.name}.weight"]
             wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))  # (C_in, kH, kW, C_out)
@@ -191,20 +193,20 @@ def _spiking(spk, size, pos):
 
 
 @numba.njit(cache=True, inline="always")
-def _emit(o, a, b, h, w, k, ph, pw, idx, val, mt, e):
-    """Append the spike of neuron (o, a, b) as an event of sample/step mt at position e, coded
+def _emit(o, a, b, h, w, k, ph, pw, idx, val, e):
+    """Append the spike of neuron (o, a, b) as event e of its sample (idx, val: its rows), coded
     (o << 16) | (a * w + b) for position (a, b) of channel o of the (C, h, w) output; or with a
     pool of kernel k, (o << 16) | (a//k * pw + b//k) in the (C, ph, pw) pooled output, value
     1/k^2 (dropped if outside the pooled map). The consumer decodes without a division."""
     if k == 0:
-        idx[mt[0], mt[1], e] = (o << 16) | (a * w + b)
-        val[mt[0], mt[1], e] = 1.0
+        idx[e] = (o << 16) | (a * w + b)
+        val[e] = 1.0
         return e + 1
     a2, b2 = a // k, b // k
     if a2 >= ph or b2 >= pw:
         return e
-    idx[mt[0], mt[1], e] = (o << 16) | (a2 * pw + b2)
-    val[mt[0], mt[1], e] = 1.0 / (k * k)
+    idx[e] = (o << 16) | (a2 * pw + b2)
+    val[e] = 1.0 / (k * k)
     return e + 1
 
 
@@ -238,15 +240,16 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
                                 cur[row + o] += xv * wt[c, p, q, o]
         u, spk, pos = work_u[m, :size], work_s[m], work_p[m]
         u[:] = 0.0
+        e = 0
         for t in range(timesteps):
             for i in range(size):
                 u[i] += cur[i]
             _fire(u, spk, v, lam)
-            e = 0
+            e0 = e
             for j in range(_spiking(spk, size, pos)):
                 ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
-                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
-            cnt[m, t] = e
+                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
+            cnt[m, t] = e - e0
 
 
 @numba.njit(cache=True, parallel=True)
@@ -258,12 +261,13 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
         u = work_u[m, :ho * wo * c_out]  # channels-last (H_out, W_out, C_out)
         spk, pos = work_s[m], work_p[m]
         u[:] = 0.0
+        first, e = 0, 0  # this step's first input event; the next output event
         for t in range(t_steps):
-            for e_in in range(in_cnt[m, t]):
-                code = in_idx[m, t, e_in]
+            for e_in in range(first, first + in_cnt[m, t]):
+                code = in_idx[m, e_in]
                 c, rs = code >> 16, code & 0xFFFF
                 r, s = row_of[rs], col_of[rs]
-                x = in_val[m, t, e_in]
+                x = in_val[m, e_in]
                 base = (r * wo + s) * c_out
                 lo, hi = ptr[c], ptr[c + 1]
                 if r >= kh - 1 - padding and r + padding < ho and s >= kw - 1 - padding \
@@ -275,12 +279,13 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
                         a, b = r + padding - p[j], s + padding - q[j]
                         if 0 <= a < ho and 0 <= b < wo:
                             u[base + offset[j]] += value[j] * x
+            first += in_cnt[m, t]
             _fire(u, spk, v, lam)
-            e = 0
+            e0 = e
             for j in range(_spiking(spk, u.size, pos)):
                 ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
-                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, (m, t), e)
-            cnt[m, t] = e
+                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
+            cnt[m, t] = e - e0
 
 
 @numba.njit(cache=True, parallel=True)
@@ -290,27 +295,28 @@ def _linear_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, c_out, v, lam, w
     for m in numba.prange(n):
         u, spk, pos = work_u[m, :c_out], work_s[m], work_p[m]
         u[:] = 0.0
+        first, e = 0, 0
         for t in range(t_steps):
-            for e_in in range(in_cnt[m, t]):
-                code, x = in_idx[m, t, e_in], in_val[m, t, e_in]
+            for e_in in range(first, first + in_cnt[m, t]):
+                code, x = in_idx[m, e_in], in_val[m, e_in]
                 i = (code >> 16) * hw + (code & 0xFFFF)  # flattened (C, H, W) input index
                 for j in range(ptr[i], ptr[i + 1]):
                     u[out[j]] += value[j] * x
+            first += in_cnt[m, t]
             _fire(u, spk, v, lam)
-            e = 0
+            e0 = e
             for j in range(_spiking(spk, c_out, pos)):
-                e = _emit(pos[j], 0, 0, 1, 1, 0, 1, 1, idx, val, (m, t), e)
-            cnt[m, t] = e
+                e = _emit(pos[j], 0, 0, 1, 1, 0, 1, 1, idx[m], val[m], e)
+            cnt[m, t] = e - e0
 
 
 @numba.njit(cache=True, parallel=True)
 def _output_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, logits):
-    n, t_steps = in_cnt.shape
+    n = in_cnt.shape[0]
     for m in numba.prange(n):
         row = logits[m]
-        for t in range(t_steps):
-            for e_in in range(in_cnt[m, t]):
-                code, x = in_idx[m, t, e_in], in_val[m, t, e_in]
-                i = (code >> 16) * hw + (code & 0xFFFF)
-                for j in range(ptr[i], ptr[i + 1]):
-                    row[out[j]] += value[j] * x
+        for e_in in range(in_cnt[m].sum()):  # every step's events: U = W_L sum_t x_L[t]
+            code, x = in_idx[m, e_in], in_val[m, e_in]
+            i = (code >> 16) * hw + (code & 0xFFFF)
+            for j in range(ptr[i], ptr[i + 1]):
+                row[out[j]] += value[j] * x
