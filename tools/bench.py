@@ -23,8 +23,8 @@ Environment, set for both libraries alike by re-executing this script once:
 - OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed (this machine sets them for old OpenBLAS
   builds; they force numpy's OpenBLAS onto its slower Haswell kernels). ``--keep-env`` keeps
   them.
-- MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ keep freed buffers in the heap (no page
-  faults on re-allocation), the same for torch and refsnn.
+- MALLOC_MMAP_MAX_=0 / MALLOC_TRIM_THRESHOLD_=2^31-1 keep freed buffers in the heap (no page
+  faults on re-allocation; refsnn.runtime sets the same), the same for torch and refsnn.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def _clean_env(keep: bool) -> dict:
     if not keep:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 30))
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 << 30))
+    env.setdefault("MALLOC_MMAP_MAX_", "0")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**31 - 1))
     env[_ENV_FLAG] = "1"
     return env
 
