@@ -39,9 +39,10 @@ from .arch import Arch, Conv, Linear, Pool, weight_layers
 from .snn import _check_forward, _merge, _split
 
 PATHS = ("auto", "dense", "event")
-# "auto" takes the event path when (input density) * (weight density) <= this; measured with
-# tools/bench_event.py on this project's machine (docs/performance.md).
-EVENT_CROSSOVER = 0.02
+# "auto" takes the event path when (input density) * (weight density) <= this: the largest
+# product at which conv2d_event_forward beat the GEMM in every vgg9 shape tried
+# (tools/bench_event.py, one thread, 2026-11-24; docs/performance.md).
+EVENT_CROSSOVER = 0.005
 
 
 class SNNInference(NamedTuple):
