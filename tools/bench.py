@@ -109,8 +109,12 @@ def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: i
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
 
 
-def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
-                   timesteps: int) -> dict:
+def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
+    """The refsnn SNN children's common setup: runtime, threads, vgg-style network (SPEC init,
+    thresholds 0.5), one batch of inputs and labels, and a training-step closure
+    ``train_step(weight_masks=None)`` (dropout masks drawn per step, CE, BPTT, Adam amsgrad;
+    with weight masks the pruned weights are zeroed again after the step, as sparse learning
+    does)."""
     import numba
     import numpy as np
 
@@ -127,18 +131,28 @@ def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, thread
                       dropout_conv=0.2, dropout_fc=0.2)
     params = init_params(arch, rng, np.float32)
     params.update(snn_init_neurons(arch, np.float32, threshold=0.5))
-    state = adam_init(params, amsgrad=True)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch)
     no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
+    state = adam_init(params, amsgrad=True)
 
-    def train_step():
+    def train_step(weight_masks=None):
         masks = draw_dropout_masks(arch, batch, rng, np.float32)
         U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks)
         cross_entropy_forward(U, y)
         grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks)
         adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
+        for name, m in (weight_masks or {}).items():
+            params[f"{name}.weight"] *= m
 
+    return arch, params, x, rng, train_step
+
+
+def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
+                   timesteps: int) -> dict:
+    from refsnn.models.snn import snn_forward
+
+    arch, params, x, _, train_step = _snn_setup(arch_name, batch, threads, timesteps)
     train = _timeit(train_step, warmup, repeats)
     infer = _timeit(lambda: snn_forward(arch, params, x, timesteps=timesteps, masks=None),
                     warmup, repeats)
@@ -186,43 +200,18 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
                       timesteps: int, weight_density: float = 0.05,
                       activity: float = 0.1) -> dict:
     """The SNN at the operating point (weight density 0.05, ~0.1 spikes per neuron over T):
-    training with the masks re-applied after every step, and inference by snn_infer (path
-    "auto": event-driven where input density x weight density is small)."""
-    import numba
+    training with the masks re-applied after every step; inference by the fused event engine
+    (snn_event_infer, VGG) and by snn_infer's per-layer "auto" paths."""
     import numpy as np
 
-    from refsnn.models.arch import Block, build_arch, draw_dropout_masks, init_params
-    from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
+    from refsnn.models.arch import Block
     from refsnn.models.snn_event import pack_event_network, snn_event_infer
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
-    from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
-    from refsnn.optim import adam_init, adam_step
-    from refsnn.runtime import configure_runtime
 
-    configure_runtime()
-    numba.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    arch = build_arch(arch_name, in_shape=(3, 32, 32), classes=10, width=1.0,
-                      dropout_conv=0.2, dropout_fc=0.2)
-    params = init_params(arch, rng, np.float32)
-    params.update(snn_init_neurons(arch, np.float32, threshold=0.5))
-    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
+    arch, params, x, rng, train_step = _snn_setup(arch_name, batch, threads, timesteps)
     wmasks, measured = _operating_point(arch, params, x, timesteps, weight_density, activity,
                                         rng)
-    state = adam_init(params, amsgrad=True)
-    no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
-
-    def train_step():
-        masks = draw_dropout_masks(arch, batch, rng, np.float32)
-        U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks)
-        cross_entropy_forward(U, y)
-        grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks)
-        adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
-        for name, m in wmasks.items():  # sparse learning keeps pruned weights at zero
-            params[f"{name}.weight"] *= m
-
-    train = _timeit(train_step, warmup, repeats)
+    train = _timeit(lambda: train_step(wmasks), warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
     per_layer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
