@@ -174,3 +174,121 @@ def _linear_event_kernel(x, ptr, out, value, y):
                 continue
             for e in range(ptr[i], ptr[i + 1]):
                 row[out[e]] += value[e] * v
+
+
+class EventConvGrads(NamedTuple):
+    x: np.ndarray | None  # dL/dx (N, C_in, H, W), or None when need_x=False
+    w: np.ndarray  # dL/dw of each packed live weight, (nnz,), in ew's entry order
+
+
+def conv2d_event_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, *,
+                          stride: int = 1, padding: int = 0,
+                          need_x: bool = True) -> EventConvGrads:
+    """The conv VJP through the live weights only (conv2d_backward restricted to the mask).
+
+        grad_w[e] = sum over x[n, c, h, k] != 0 of grad_y[n, o, i, j] * x[n, c, h, k]
+                    for packed entry e = (o, c, p, q), (h, k) = (i*stride + p - padding, ...)
+        grad_x[n, c, h, k] = sum over the live entries (o, c, p, q) of channel c of
+                    w[o, c, p, q] * grad_y[n, o, i, j]      (zero-weight terms skipped)
+
+    grad_y: (N, C_out, H_out, W_out), x: (N, C_in, H, W) (zeros skipped), ew:
+    pack_event_weights(w). Work: nnz(x) x (live weights per input channel and offset) for
+    grad_w, N*C_in*H*W x the same for grad_x. grad_w is parallel over input channels (each
+    channel's entries are its own), grad_x over samples: disjoint writes, bit-identical at
+    any thread count. Equal to conv2d_backward(grad_y, x, w) at the live weights and in
+    grad_x, to rounding. ``unpack_event_grad`` gives grad_w as a dense (zero elsewhere) array.
+    """
+    fn = "conv2d_event_backward"
+    _check_event(fn, x, ew, 4)
+    stride = check_int(fn, "stride", stride, minimum=1)
+    padding = check_int(fn, "padding", padding, minimum=0)
+    check_array(fn, "grad_y", grad_y, ndim=4, dims="(N, C_out, H_out, W_out)")
+    check_same_dtype(fn, grad_y=grad_y, x=x)
+    c_out, _, kh, kw = ew.shape
+    ho, wo = conv2d_output_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    if grad_y.shape != (x.shape[0], c_out, ho, wo):
+        raise ValueError(f"{fn}: grad_y.shape={grad_y.shape}, expected "
+                         f"{(x.shape[0], c_out, ho, wo)} for x.shape={x.shape}, "
+                         f"w.shape={ew.shape}, stride={stride}, padding={padding}")
+    gy = np.ascontiguousarray(grad_y.transpose(0, 2, 3, 1))  # channels-last: a gather's run
+    xc = np.ascontiguousarray(x)
+    grad_w = np.zeros(ew.value.size, dtype=x.dtype)
+    _conv_event_grad_w_kernel(gy, xc, ew.ptr, ew.out, kh, kw, stride, padding, grad_w)
+    grad_x = None
+    if need_x:
+        grad_x = np.zeros(x.shape, dtype=x.dtype)  # accumulated in place, in x's dtype
+        _conv_event_grad_x_kernel(gy, ew.ptr, ew.out, ew.value, kh, kw, stride, padding,
+                                  grad_x)
+    return EventConvGrads(grad_x, grad_w)
+
+
+def unpack_event_grad(ew: EventWeights, g: np.ndarray) -> np.ndarray:
+    """A per-entry array (nnz,) of ew (e.g. conv2d_event_backward's grad_w) as a dense array of
+    the weight's shape, zero at the pruned weights."""
+    c_out, c_in = ew.shape[:2]
+    kh, kw = (ew.shape[2], ew.shape[3]) if len(ew.shape) == 4 else (1, 1)
+    groups = np.repeat(np.arange(c_in * kh * kw), np.diff(ew.ptr))
+    dense = np.zeros((c_out, c_in, kh, kw), dtype=g.dtype)
+    dense[ew.out, groups // (kh * kw), (groups // kw) % kh, groups % kw] = g
+    return dense.reshape(ew.shape)
+
+
+@numba.njit(cache=True, inline="always")
+def _target(r, s, p, q, stride, padding, ho, wo):
+    """Output position (i, j) whose window puts input (r, s) under kernel tap (p, q), or
+    (-1, -1) if none: i = (r + padding - p) / stride, an integer in [0, H_out)."""
+    a, b = r + padding - p, s + padding - q
+    if a < 0 or b < 0 or a % stride != 0 or b % stride != 0:
+        return -1, -1
+    a //= stride
+    b //= stride
+    if a >= ho or b >= wo:
+        return -1, -1
+    return a, b
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_event_grad_w_kernel(gy, x, ptr, out, kh, kw, stride, padding, grad_w):
+    n, c_in, h, w = x.shape
+    ho, wo = gy.shape[1], gy.shape[2]
+    for c in numba.prange(c_in):  # channel c's entries ptr[c*kh*kw]:ptr[(c+1)*kh*kw]
+        g0 = c * kh * kw
+        if ptr[g0] == ptr[g0 + kh * kw]:
+            continue
+        for m in range(n):
+            for r in range(h):
+                for s in range(w):
+                    v = x[m, c, r, s]
+                    if v == 0:
+                        continue
+                    for p in range(kh):
+                        for q in range(kw):
+                            a, b = _target(r, s, p, q, stride, padding, ho, wo)
+                            if a < 0:
+                                continue
+                            row = gy[m, a, b]
+                            g = g0 + p * kw + q
+                            for e in range(ptr[g], ptr[g + 1]):
+                                grad_w[e] += row[out[e]] * v
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_event_grad_x_kernel(gy, ptr, out, value, kh, kw, stride, padding, grad_x):
+    n, c_in, h, w = grad_x.shape
+    ho, wo = gy.shape[1], gy.shape[2]
+    for m in numba.prange(n):
+        for c in range(c_in):
+            g0 = c * kh * kw
+            if ptr[g0] == ptr[g0 + kh * kw]:
+                continue  # no live weight reads channel c: its gradient stays 0
+            for r in range(h):
+                for s in range(w):
+                    for p in range(kh):
+                        for q in range(kw):
+                            a, b = _target(r, s, p, q, stride, padding, ho, wo)
+                            if a < 0:
+                                continue
+                            row = gy[m, a, b]
+                            g = g0 + p * kw + q
+                            for e in range(ptr[g], ptr[g + 1]):
+                                grad_x[m, c, r, s] += value[e] * row[out[e]]

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import naive
-from refsnn.ops.conv import conv2d_forward
-from refsnn.ops.event import (EventWeights, conv2d_event_forward, linear_event_forward,
-                              pack_event_weights)
+from refsnn.ops.conv import conv2d_backward, conv2d_forward
+from refsnn.ops.event import (EventWeights, conv2d_event_backward, conv2d_event_forward,
+                              linear_event_forward, pack_event_weights, unpack_event_grad)
 from refsnn.ops.linear import linear_forward
 from strategies import conv2d_configs, linear_configs, seeds
 
@@ -81,6 +81,52 @@ def test_linear_event_equals_dense(case, rho_x, rho_w, seed, dtype):
         _assert_rounding_equal(got, linear_forward(x, w), dtype, "vs linear_forward")
 
 
+@given(case=conv2d_configs(max_side=7, max_channels=4, max_batch=3), rho_x=DENSITIES,
+       rho_w=DENSITIES, binary=st.booleans(), seed=seeds,
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_conv_event_backward_equals_the_masked_dense_vjp(case, rho_x, rho_w, binary, seed,
+                                                         dtype):
+    rng = np.random.default_rng(seed)
+    x = _sparsify(rng, case.x, rho_x, binary).astype(dtype)
+    w = _sparsify(rng, case.w, rho_w).astype(dtype)
+    gy = rng.standard_normal(case.out_shape).astype(dtype)
+    ew = pack_event_weights(w)
+    got = conv2d_event_backward(gy, x, ew, stride=case.stride, padding=case.padding)
+    ref = naive.conv2d_backward_naive(gy.astype(np.float64), x.astype(np.float64),
+                                      w.astype(np.float64), stride=case.stride,
+                                      padding=case.padding)
+    what = f"conv2d_event_backward(x={x.shape}, w={w.shape}, s={case.stride}, p={case.padding})"
+    _assert_rounding_equal(got.x, ref[0], dtype, what + ".x")
+    # the gradient of the live weights only; pruned weights get none
+    _assert_rounding_equal(unpack_event_grad(ew, got.w), ref[1] * (w != 0), dtype, what + ".w")
+    assert conv2d_event_backward(gy, x, ew, stride=case.stride, padding=case.padding,
+                                 need_x=False).x is None
+    if dtype == np.float64:
+        dense = conv2d_backward(gy, x, w, stride=case.stride, padding=case.padding)
+        _assert_rounding_equal(got.x, dense.x, dtype, what + ".x vs conv2d_backward")
+
+
+def test_conv_event_backward_is_the_adjoint_of_the_forward():
+    # <conv(x), gy> = <x, grad_x> and, for the live weights, d<conv(x), gy>/dw = grad_w
+    rng = np.random.default_rng(11)
+    x = _sparsify(rng, rng.standard_normal((2, 3, 6, 5)), 0.4)
+    w = _sparsify(rng, rng.standard_normal((4, 3, 3, 3)), 0.3)
+    ew = pack_event_weights(w)
+    y = conv2d_event_forward(x, ew, stride=1, padding=1)
+    gy = rng.standard_normal(y.shape)
+    g = conv2d_event_backward(gy, x, ew, stride=1, padding=1)
+    np.testing.assert_allclose(np.vdot(y, gy), np.vdot(x, g.x), rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(y, gy), np.vdot(ew.value, g.w), rtol=1e-12)  # linear in w
+
+
+def test_unpack_event_grad_inverts_the_packing():
+    rng = np.random.default_rng(2)
+    for shape in ((4, 3, 2, 3), (5, 7)):
+        w = _sparsify(rng, rng.standard_normal(shape), 0.3)
+        ew = pack_event_weights(w)
+        np.testing.assert_array_equal(unpack_event_grad(ew, ew.value), w)
+
+
 def test_pack_groups_live_weights_by_input_channel_and_offset():
     w = np.zeros((3, 2, 2, 2))
     w[2, 0, 1, 0], w[0, 1, 0, 1], w[1, 1, 0, 1], w[1, 1, 1, 1] = 5.0, -1.0, 2.0, 3.0
@@ -103,6 +149,14 @@ def test_event_parallel_equals_serial(numba_threads):
 
     one, two = numba_threads(1, run), numba_threads(2, run)
     np.testing.assert_array_equal(one, two)  # one sample per prange iteration: bit for bit
+    gy = rng.standard_normal(one.shape).astype(np.float32)
+
+    def back():
+        return conv2d_event_backward(gy, x, ew, stride=1, padding=1)
+
+    b1, b2 = numba_threads(1, back), numba_threads(2, back)
+    np.testing.assert_array_equal(b1.x, b2.x)  # samples / input channels: disjoint writes
+    np.testing.assert_array_equal(b1.w, b2.w)
 
 
 def test_event_errors_name_the_argument():
