@@ -12,7 +12,8 @@ Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
 - SNN inference images/s: T steps, dropout off;
 - the SNN at the operating point (row snn-op): weight density 0.05 (every layer but the
   first, irregular), thresholds set so each layer fires ~0.1 spikes per neuron over T;
-  training with the masks re-applied after each step; inference by the fused event engine
+  training with the masks re-applied after each step, by the weight-sparse convs (and, for
+  comparison, the dense path); inference by the fused event engine
   (snn_event_infer; VGG) and by snn_infer's per-layer "auto" paths; ratios against torch's
   dense SNN of the same run.
 Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
@@ -120,6 +121,7 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
 
     from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
     from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_param_shapes
+    from refsnn.ops.event import refresh_event_weights
     from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
     from refsnn.optim import adam_init, adam_step
     from refsnn.runtime import configure_runtime
@@ -136,11 +138,16 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
     no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
     state = adam_init(params, amsgrad=True)
 
-    def train_step(weight_masks=None):
+    def train_step(weight_masks=None, packs=None):
         masks = draw_dropout_masks(arch, batch, rng, np.float32)
-        U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks)
+        sparse = None
+        if packs:  # the live weights' current values, one gather per conv
+            sparse = {k: refresh_event_weights(ew, params[f"{k}.weight"])
+                      for k, ew in packs.items()}
+        U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks, sparse=sparse)
         cross_entropy_forward(U, y)
-        grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks)
+        grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks,
+                             sparse=sparse)
         adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
         for name, m in (weight_masks or {}).items():
             params[f"{name}.weight"] *= m
@@ -204,14 +211,19 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     (snn_event_infer, VGG) and by snn_infer's per-layer "auto" paths."""
     import numpy as np
 
-    from refsnn.models.arch import Block
+    from refsnn.models.arch import Block, Conv
     from refsnn.models.snn_event import pack_event_network, snn_event_infer
+    from refsnn.ops.event import pack_event_weights
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
 
     arch, params, x, rng, train_step = _snn_setup(arch_name, batch, threads, timesteps)
     wmasks, measured = _operating_point(arch, params, x, timesteps, weight_density, activity,
                                         rng)
-    train = _timeit(lambda: train_step(wmasks), warmup, repeats)
+    train_dense = _timeit(lambda: train_step(wmasks), warmup, repeats)
+    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
+    packs = {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
+             for layer in convs if layer.stride == 1}  # once per mask change
+    train = _timeit(lambda: train_step(wmasks, packs), warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
     per_layer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
@@ -226,7 +238,8 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)
     total = sum(params[f"{k}.weight"].size for k in wmasks)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
-            "infer_engine": engine,
+            "train_engine": "weight-sparse convs (snn_forward/backward sparse=)",
+            "train_dense_path": _summary(train_dense, batch, "train"), "infer_engine": engine,
             "infer_per_layer_paths": _summary(per_layer, batch, "infer"), "paths": paths,
             "weight_density": live / total, "spike_activity": measured}
 
@@ -356,9 +369,10 @@ def _operating_point_row(args, results, arch, tor):
     args.repeats = saved
     row = {"refsnn": op, "torch_dense": tor}
     line = (f"snn-op/{arch}/T{args.timesteps} (weight density {op['weight_density']:.3f}, "
-            f"spike activity {op['spike_activity']:.3f}): train "
+            f"spike activity {op['spike_activity']:.3f}): train (sparse convs) "
             f"{op['train']['ms_per_image']:.2f} ms/image [{op['train']['min']:.2f}-"
-            f"{op['train']['max']:.2f}], infer ({op['infer_engine']}) "
+            f"{op['train']['max']:.2f}] (dense path "
+            f"{op['train_dense_path']['ms_per_image']:.2f}), infer ({op['infer_engine']}) "
             f"{op['infer']['images_per_s']:.1f} img/s [{op['infer']['min']:.1f}-"
             f"{op['infer']['max']:.1f}] (snn_infer per-layer paths "
             f"{op['infer_per_layer_paths']['images_per_s']:.1f}), peak RSS "

@@ -35,8 +35,10 @@ from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
 from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
+from ..ops.event import unpack_event_grad
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
+from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward
 from .arch import Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
 
 
@@ -177,6 +179,23 @@ def _check_forward(fn, arch, params, x, timesteps, spike, surrogate):
     _check_params(fn, arch, params, x.dtype)
 
 
+def _check_sparse(fn, arch, params, sparse):
+    """sparse may name the stride-1 Conv layers of the network's top level after the first,
+    each with the packing of its current weight (same shape, values of the weight's dtype)."""
+    if not sparse:
+        return
+    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
+    allowed = {layer.name: layer for layer in convs if layer.stride == 1}
+    for name, ew in sparse.items():
+        if name not in allowed:
+            raise ValueError(f"{fn}: sparse[{name!r}]: only the stride-1 convs after the first "
+                             f"(outside residual blocks) run weight-sparse: {sorted(allowed)}")
+        w = params[f"{name}.weight"]
+        if getattr(ew, "shape", None) != w.shape or ew.value.dtype != w.dtype:
+            raise ValueError(f"{fn}: sparse[{name!r}] must be pack_event_weights of the current "
+                             f"{w.dtype} weight of shape {w.shape}")
+
+
 def _check_params(fn, arch, params, dtype):
     missing = [k for k in snn_param_shapes(arch) if k not in params]
     if missing:
@@ -191,7 +210,8 @@ def _check_params(fn, arch, params, dtype):
 
 def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                 masks: dict | None = None, spike: str = "heaviside", surrogate: str = "pwl",
-                gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA):
+                gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA,
+                sparse: dict | None = None):
     """The SNN's output U = sum_t W_L x_L[t] (the logits) and the tape for snn_backward.
 
     x: (N, C, H, W) normalised images, the same at every step (direct input), in the
@@ -199,16 +219,24 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
     "<layer>.threshold" / "<layer>.leak" (0-d) for every spiking layer (snn_init_neurons).
     masks: {layer name: (N, ...) dropout mask} from draw_dropout_masks, reused at every step,
     or None (no dropout). spike / surrogate / gamma / alpha: as lif_forward ("smooth" makes the
-    forward differentiable, for gradient tests).
+    forward differentiable, for gradient tests). sparse: {conv name: pack_event_weights of its
+    current weight} for the stride-1 convs after the first that should run weight-sparse
+    (ops/sparse_conv.py: d of the multiply-adds; the same numbers to rounding); pass the same
+    dict to snn_backward.
     """
     fn = "snn_forward"
     _check_forward(fn, arch, params, x, timesteps, spike, surrogate)
+    _check_sparse(fn, arch, params, sparse)
     opts = dict(spike=spike, surrogate=surrogate, gamma=gamma, alpha=alpha)
     tape, h = [], x  # h: (N, C, H, W) image, then (T, N, ...) from the first neuron on
     for layer in arch.layers:
         if isinstance(layer, Conv):
             static = h.ndim == 4  # the image: I_1 is the same at every step
-            current, cols = _conv_keep(layer, params, h)
+            if sparse and layer.name in sparse and not static:
+                current, cols = _split(conv2d_sparse_forward(
+                    _merge(h), sparse[layer.name], padding=layer.padding), timesteps), None
+            else:
+                current, cols = _conv_keep(layer, params, h)
             nr = _neuron(layer, params, current, timesteps if static else None, opts)
             tape.append(ConvRecord(layer, h, nr, cols))
             h = _drop(nr.trace.spikes, masks, layer.name)
@@ -239,7 +267,7 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
 def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
                  masks: dict | None = None, surrogate: str = "pwl",
                  gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA,
-                 detach_reset: bool = True) -> dict:
+                 detach_reset: bool = True, sparse: dict | None = None) -> dict:
     """Gradients of a scalar loss with respect to every SNN parameter, given dL/dU (SPEC 5.3).
 
     Returns {"<layer>.weight": array, "<layer>.threshold": 0-d, "<layer>.leak": 0-d} in
@@ -251,7 +279,9 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
       Block:   dL/dx = conv1 path + shortcut path (identity or 1x1 conv)
     The first layer's current is the same at every t, so its weight gradient is one conv VJP
     of sum_t du-_1[t]; the image gets no gradient. masks, surrogate, gamma, alpha must be the
-    forward's; detach_reset as lif_backward (True = SPEC 5.3).
+    forward's; detach_reset as lif_backward (True = SPEC 5.3). sparse: the forward's; those
+    convs' weight gradients are computed for the live weights only (zero at pruned weights,
+    where the dense path gives the full gradient).
     """
     fn = "snn_backward"
     check_array(fn, "grad_U", grad_U, ndim=2, dims="(N, classes)")
@@ -279,7 +309,8 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
         elif isinstance(rec, ConvRecord):
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,
                                grads, opts)
-            g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols)
+            ew = sparse.get(rec.layer.name) if sparse and rec.x.ndim == 5 else None
+            g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols, ew=ew)
         else:  # BlockRecord
             blk = rec.layer
             g_i2 = _neuron_back(g, blk.conv2, rec.neuron2, params, grads, opts)  # at the sum
@@ -306,9 +337,14 @@ def _neuron_back(grad_spikes, layer, nr: NeuronRecord, params, grads, opts):
     return lg.current
 
 
-def _conv_back(g, layer: Conv, params, x, grads, cols=None):
-    """conv VJP over the (T*N) batch (cols: the forward's im2col, if kept); for the static
-    image (x 4-D, g summed over t: (N, ...)) only the weight gradient."""
+def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None):
+    """conv VJP over the (T*N) batch (cols: the forward's im2col, if kept; ew: packed live
+    weights for the weight-sparse VJP); for the static image (x 4-D, g summed over t:
+    (N, ...)) only the weight gradient."""
+    if ew is not None:
+        cg = conv2d_sparse_backward(_merge(g), _merge(x), ew, padding=layer.padding)
+        grads[f"{layer.name}.weight"] = unpack_event_grad(ew, cg.w)
+        return _split(cg.x, x.shape[0])
     w = params[f"{layer.name}.weight"]
     if x.ndim == 4:
         cg = conv2d_backward(g, x, w, stride=layer.stride, padding=layer.padding, need_x=False)

@@ -42,6 +42,7 @@ class EventWeights(NamedTuple):
     out: np.ndarray  # (nnz,) int32 output channel o
     value: np.ndarray  # (nnz,) weight value, the weight's dtype
     shape: tuple  # the dense weight's shape
+    index: np.ndarray  # (nnz,) int64 flat (C order) index of each entry in the dense weight
 
     @property
     def density(self) -> float:
@@ -66,8 +67,18 @@ def pack_event_weights(w: np.ndarray) -> EventWeights:
     counts = np.bincount((c * wt.shape[1] + p) * wt.shape[2] + q, minlength=groups)
     ptr = np.zeros(groups + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
+    index = ((o.astype(np.int64) * wt.shape[0] + c) * wt.shape[1] + p) * wt.shape[2] + q
     return EventWeights(ptr, o.astype(np.int32), np.ascontiguousarray(wt[c, p, q, o]),
-                        tuple(w.shape))
+                        tuple(w.shape), index)
+
+
+def refresh_event_weights(ew: EventWeights, w: np.ndarray) -> EventWeights:
+    """ew with its values re-read from w (same shape, same live set): after an optimiser
+    step, where the mask and so the packing are unchanged, one gather instead of a re-pack."""
+    if not isinstance(w, np.ndarray) or tuple(w.shape) != ew.shape:
+        raise ValueError(f"refresh_event_weights: w must be an array of shape {ew.shape}, got "
+                         f"{getattr(w, 'shape', type(w).__name__)}")
+    return ew._replace(value=np.ascontiguousarray(w).reshape(-1)[ew.index])
 
 
 def _check_event(fn, x, ew, ndim):

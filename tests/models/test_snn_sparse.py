@@ -1,0 +1,86 @@
+"""SNN training through the weight-sparse convs (snn_forward/snn_backward(sparse=...)).
+
+vgg9 and vgg11 at width 1/16, T = 3, float64, irregular masks at densities 1, 0.3, 0.05,
+calibrated thresholds (test_snn_infer's helper), dropout masks drawn. With sparse= naming
+every conv after the first, the forward must give the dense path's spikes and logits to
+1e-12 relative, and the backward every gradient to 1e-12 relative of its scale, except that
+the sparse convs' weight gradients are zero at pruned weights (the dense path computes them
+there too): compared as dense gradient x mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import models.test_snn_infer as infer_tests
+from models.test_snn_infer import T, _network
+from refsnn.models.arch import Conv, build_arch, draw_dropout_masks, init_params
+from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_trace_arrays
+from refsnn.ops.event import pack_event_weights, refresh_event_weights
+
+pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
+
+
+def _sparse(arch, params):
+    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
+    return {layer.name: pack_event_weights(params[f"{layer.name}.weight"]) for layer in convs}
+
+
+@settings(max_examples=10, deadline=None)
+@given(name=st.sampled_from(["vgg9", "vgg11"]), seed=st.integers(0, 2**16),
+       density=st.sampled_from([1.0, 0.3, 0.05]), dropout=st.booleans())
+def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout):
+    infer_tests.IN_SHAPES.setdefault("vgg11", (3, 16, 16))
+    arch, params, x = _network(name, seed, density, "irregular")
+    arch = build_arch(name, in_shape=x.shape[1:], classes=4, width=1 / 16, dropout_conv=0.2,
+                      dropout_fc=0.2)  # the same layers, with dropout rates
+    rng = np.random.default_rng(seed)
+    masks = draw_dropout_masks(arch, x.shape[0], rng, np.float64) if dropout else None
+    sparse = _sparse(arch, params)
+    U, tape = snn_forward(arch, params, x, timesteps=T, masks=masks)
+    U2, tape2 = snn_forward(arch, params, x, timesteps=T, masks=masks, sparse=sparse)
+    scale = max(1.0, float(np.abs(U).max()))
+    assert float(np.abs(U2 - U).max()) <= 1e-12 * scale
+    tr, tr2 = snn_trace_arrays(arch, params, tape), snn_trace_arrays(arch, params, tape2)
+    for key in tr:
+        if key.endswith(".spikes"):
+            np.testing.assert_array_equal(tr2[key], tr[key], err_msg=key)
+    grad_u = rng.standard_normal(U.shape)
+    g = snn_backward(grad_u, arch, params, tape, masks=masks)
+    g2 = snn_backward(grad_u, arch, params, tape2, masks=masks, sparse=sparse)
+    for key, ref in g.items():
+        layer = key.split(".")[0]
+        if key.endswith(".weight") and layer in sparse:
+            ref = ref * (params[key] != 0)
+        err = float(np.abs(g2[key] - ref).max(initial=0.0))
+        assert err <= 1e-12 * max(1.0, float(np.abs(ref).max(initial=0.0))), key
+
+
+def test_refreshed_packing_follows_an_optimiser_step():
+    arch, params, x = _network("vgg9", 1, 0.3, "irregular")
+    sparse = _sparse(arch, params)
+    for name in sparse:  # a step that keeps the mask: every live weight changes
+        w = params[f"{name}.weight"]
+        w -= 0.01 * np.sign(w)
+    stale = snn_forward(arch, params, x, timesteps=T)[0]
+    fresh = {k: refresh_event_weights(ew, params[f"{k}.weight"]) for k, ew in sparse.items()}
+    got = snn_forward(arch, params, x, timesteps=T, sparse=fresh)[0]
+    assert float(np.abs(got - stale).max()) <= 1e-12 * max(1.0, float(np.abs(stale).max()))
+
+
+def test_errors_name_the_layer():
+    arch = build_arch("resnet12", in_shape=(3, 16, 12), classes=4, width=1 / 16)
+    params = init_params(arch, np.random.default_rng(0), np.float64)
+    params.update(snn_init_neurons(arch, np.float64))
+    x = np.zeros((1, 3, 16, 12))
+    first = arch.layers[0].name
+    with pytest.raises(ValueError, match="stride-1 convs after the first"):
+        snn_forward(arch, params, x, timesteps=2,
+                    sparse={first: pack_event_weights(params[f"{first}.weight"])})
+    arch, params, x = _network("vgg9", 0, 1.0, "irregular")
+    with pytest.raises(ValueError, match="current"):
+        snn_forward(arch, params, x, timesteps=2,
+                    sparse={"conv2": pack_event_weights(params["conv3.weight"])})
