@@ -11,8 +11,9 @@ tap (p, q) is one constant offset p*Wp + q between flat indices:
     grad_x:   GXp[n, c, k + p*Wp + q] += w * GY[n, o, k]       (GY zero in the scratch columns)
     grad_w:   gw[e] = sum_n <GY[n, o, :], Xp[n, c, p*Wp + q : p*Wp + q + H_out*Wp]>
 
-each one contiguous loop over H_out*Wp elements (SIMD). Stride 1 only (VGG, and every ResNet conv but the downsampling ones). Work: d times the
-dense GEMM's multiply-adds, at vector speed. Summation order differs from the GEMM's: equal to
+each one contiguous loop over H_out*Wp elements (SIMD). Stride 1 only (VGG, and every ResNet
+conv but the downsampling ones). Work: d times the dense GEMM's multiply-adds, at vector
+speed. Summation order differs from the GEMM's: equal to
 conv2d_forward / conv2d_backward at the mask to rounding (tests: float64 to 1e-12).
 
 Parallel structure: forward and grad_x are parallel over samples (each writes its own y[n] /
