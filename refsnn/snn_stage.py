@@ -24,9 +24,10 @@ from .checkpoint import check_names_and_shapes, load_checkpoint
 from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate, metrics_append,
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
-from .models.arch import build_arch, draw_dropout_masks, param_shapes
+from .models.arch import Conv, build_arch, draw_dropout_masks, param_shapes
 from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
                          spiking_layers)
+from .ops.event import pack_event_weights, refresh_event_weights
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .optim import adam_init
 from .prune import apply_masks, masks_from_weights, momenta, sparse_update
@@ -175,6 +176,8 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
         if target is None:
             target = _density(wmasks)
 
+    packs = _sparse_packs(arch, params) if cfg.get("snn_kernels") == "sparse" else None
+
     def save(epoch, step):
         save_with_state(path, params, state, cfg=cfg, data=data, stage="snn", epoch=epoch,
                         step=step, running=running,
@@ -186,11 +189,13 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
         t0, seen0 = now(), running["seen"]
         for k, x, y, rng in train_batches(data, cfg, "snn", epoch, dtype, start=start_step):
             masks = draw_dropout_masks(arch, len(y), rng, dtype)
+            sparse = ({k: refresh_event_weights(ew, params[f"{k}.weight"])
+                       for k, ew in packs.items()} if packs else None)
             U, tape = snn_forward(arch, params, x, timesteps=cfg["timesteps"], masks=masks,
-                                  **_opts(cfg))
+                                  sparse=sparse, **_opts(cfg))
             loss = cross_entropy_forward(U, y)
             grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
-                                 masks=masks, **_opts(cfg))
+                                 masks=masks, sparse=sparse, **_opts(cfg))
             optimizer_step(scfg, trainable, grads, state,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)
@@ -230,6 +235,14 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
             f"({rec['seconds']:.1f} s)\n"
             f"      thresholds {_fmt(rec['thresholds'])}\n      leaks      {_fmt(rec['leaks'])}")
     return path
+
+
+def _sparse_packs(arch, params) -> dict:
+    """{conv: pack_event_weights(weight)} of the stride-1 convs after the first (outside
+    residual blocks), for --snn-kernels sparse; the masks are frozen, so packed once."""
+    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
+    return {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
+            for layer in convs if layer.stride == 1}
 
 
 def _density(masks) -> float:

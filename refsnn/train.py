@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask", choices=("learn", "frozen"), default="learn",
                    help="stage snn on a compressed model: keep sparse learning, or keep stage "
                         "convert's masks fixed")
+    g.add_argument("--snn-kernels", choices=("dense", "sparse"), default="dense",
+                   help="stage snn: the reference GEMM convs, or the weight-sparse convs "
+                        "(ops/sparse_conv.py; equal to rounding, faster at low density; needs "
+                        "--mask frozen, since they compute no gradient for pruned weights)")
     return p
 
 
@@ -159,6 +163,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise ValueError(f"--width must be > 0, got {cfg['width']}")
     if not 0 < cfg["density"] <= 1:
         raise ValueError(f"--density must be in (0, 1], got {cfg['density']}")
+    if cfg["snn_kernels"] == "sparse" and cfg["mask"] != "frozen":
+        raise ValueError("--snn-kernels sparse needs --mask frozen (got --mask "
+                         f"{cfg['mask']}): sparse learning's regrowth reads the pruned weights' "
+                         "gradients, which the sparse kernels do not compute")
     if not cfg["beta"] >= 0:
         raise ValueError(f"--beta must be >= 0, got {cfg['beta']}")
     if not cfg["lr"] >= 0:

@@ -98,3 +98,39 @@ def test_evaluate_snn_reports_spec6_metrics(tmp_path, capsys):
     assert r["energy_snn_pj"] == pytest.approx(4.6 * r["macs"] + 0.9 * r["synops_total"])
     assert evaluate.main([str(out / "snn.safetensors")]) == 0
     assert "spike activity" in capsys.readouterr().out
+
+
+def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path):
+    # one compressed float64 model, stage D twice from its convert checkpoint with frozen
+    # masks: the weight-sparse convs must end at the dense path's weights to rounding
+    import shutil
+
+    base = TINY + ["--dtype", "float64", "--density", "0.3", "--compress-epochs", "1",
+                   "--mask", "frozen", "--snn-epochs", "1"]
+    src = tmp_path / "src"
+    assert train.main(base + ["--stages", "ann,compress,convert", "--out", str(src)]) == 0
+    runs = {}
+    for kernels in ("dense", "sparse"):
+        out = tmp_path / kernels
+        out.mkdir()
+        shutil.copy(src / "convert.safetensors", out / "convert.safetensors")
+        assert train.main(base + ["--stages", "snn", "--snn-kernels", kernels,
+                                  "--out", str(out)]) == 0
+        runs[kernels] = load_checkpoint(out / "snn.safetensors")[0]
+    dense, sparse = runs["dense"], runs["sparse"]
+    for key, ref in dense.items():
+        if key.startswith(("optim.", "mask.")) or not isinstance(ref, np.ndarray):
+            continue
+        err = float(np.abs(sparse[key] - ref).max(initial=0.0))
+        assert err <= 1e-9 * max(1.0, float(np.abs(ref).max(initial=0.0))), key
+    for key in (k for k in dense if k.startswith("mask.")):
+        np.testing.assert_array_equal(sparse[key], dense[key])  # frozen
+        w = sparse[key[len("mask."):]]
+        assert np.all(w[sparse[key] == 0] == 0)  # pruned weights stay exactly zero
+
+
+def test_sparse_kernels_need_frozen_masks(tmp_path, capsys):
+    with pytest.raises(SystemExit):  # argparse's error exit, with the message on stderr
+        train.main(TINY + ["--stages", "snn", "--snn-kernels", "sparse", "--out",
+                           str(tmp_path)])
+    assert "--snn-kernels sparse needs --mask frozen" in capsys.readouterr().err
