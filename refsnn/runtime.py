@@ -19,9 +19,10 @@ def configure_runtime() -> None:
     - glibc serves blocks above its mmap threshold (at most 32 MiB) with mmap and returns them
       to the OS on free, and trims the heap top above M_TRIM_THRESHOLD: every re-allocation of
       an im2col matrix (up to ~400 MB for vgg9) then page-faults and zero-fills again. The
-      former setting here (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 4 GiB through ctypes' default
-      int conversion, which truncated it to 0) made it worse: every free trimmed. M_MMAP_MAX = 0 serves every block from the heap and the largest
-      M_TRIM_THRESHOLD keeps freed memory there, so a training step reuses the previous step's
+      former setting here (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 4 GiB through ctypes'
+      default int conversion, which truncated it to 0) made it worse: every free trimmed.
+      M_MMAP_MAX = 0 serves every block from the heap and the largest M_TRIM_THRESHOLD keeps
+      freed memory there, so a training step reuses the previous step's
       pages (measured: a freed 400 MB array re-allocated with 0 page faults instead of 661).
       The same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 in the environment.
     """
