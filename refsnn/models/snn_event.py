@@ -242,9 +242,11 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
         u[:] = 0.0
         e = 0
         for t in range(timesteps):
-            for i in range(size):
-                u[i] += cur[i]
-            _fire(u, spk, v, lam)
+            for i in range(size):  # _fire with u- = lam u[t-1] + I, in one pass
+                um = u[i] + cur[i]
+                s = um / v - 1.0 > 0.0
+                u[i] = lam * (um - v * s)
+                spk[i] = s
             e0 = e
             for j in range(_spiking(spk, size, pos)):
                 ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
