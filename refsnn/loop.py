@@ -170,6 +170,7 @@ def load_resume(path, cfg: dict, stage: str):
     if meta.get("stage") != stage:
         raise ValueError(f"--resume: {path} holds stage {meta.get('stage')!r}, not {stage!r}")
     old = {k: v for k, v in meta["config"].items() if k not in _RESUME_FREE}
+    old.setdefault("snn_kernels", "dense")  # checkpoints from before the option ran dense
     new = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
