@@ -33,6 +33,8 @@ from .optim import adam_init
 from .prune import apply_masks, masks_from_weights, momenta, sparse_update
 from .schedules import prune_rate
 
+SPARSE_MAX_DENSITY = 0.2  # --snn-kernels sparse: layers above this density stay dense
+
 LEAK_MAX, THRESHOLD_MIN = 1.0, 1e-3
 
 
@@ -239,10 +241,12 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 
 def _sparse_packs(arch, params) -> dict:
     """{conv: pack_event_weights(weight)} of the stride-1 convs after the first (outside
-    residual blocks), for --snn-kernels sparse; the masks are frozen, so packed once."""
+    residual blocks) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse;
+    the masks are frozen, so packed once."""
     convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
-    return {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
-            for layer in convs if layer.stride == 1}
+    packs = {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
+             for layer in convs if layer.stride == 1}
+    return {k: ew for k, ew in packs.items() if ew.density <= SPARSE_MAX_DENSITY}
 
 
 def _density(masks) -> float:

@@ -100,10 +100,15 @@ def test_evaluate_snn_reports_spec6_metrics(tmp_path, capsys):
     assert "spike activity" in capsys.readouterr().out
 
 
-def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path):
+def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path, monkeypatch):
     # one compressed float64 model, stage D twice from its convert checkpoint with frozen
     # masks: the weight-sparse convs must end at the dense path's weights to rounding
     import shutil
+
+    monkeypatch.setattr(snn_stage, "SPARSE_MAX_DENSITY", 1.0)  # every conv after the first
+    used = []
+    packs = snn_stage._sparse_packs
+    monkeypatch.setattr(snn_stage, "_sparse_packs", lambda *a: used.append(packs(*a)) or used[-1])
 
     base = TINY + ["--dtype", "float64", "--density", "0.3", "--compress-epochs", "1",
                    "--mask", "frozen", "--snn-epochs", "1"]
@@ -117,6 +122,7 @@ def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path):
         assert train.main(base + ["--stages", "snn", "--snn-kernels", kernels,
                                   "--out", str(out)]) == 0
         runs[kernels] = load_checkpoint(out / "snn.safetensors")[0]
+    assert len(used) == 1 and len(used[0]) == 6  # conv2..conv7 ran weight-sparse
     dense, sparse = runs["dense"], runs["sparse"]
     for key, ref in dense.items():
         if key.startswith(("optim.", "mask.")) or not isinstance(ref, np.ndarray):
