@@ -140,3 +140,22 @@ def test_sparse_kernels_need_frozen_masks(tmp_path, capsys):
         train.main(TINY + ["--stages", "snn", "--snn-kernels", "sparse", "--out",
                            str(tmp_path)])
     assert "--snn-kernels sparse needs --mask frozen" in capsys.readouterr().err
+
+
+def test_evaluate_event_engine_gives_the_reference_accuracy_and_activity(tmp_path, capsys):
+    # float64: the event engine's different summation order cannot flip a spike here
+    out = tmp_path / "run"
+    args = TINY + ["--dtype", "float64", "--density", "0.3", "--compress-epochs", "1",
+                   "--snn-epochs", "1"]
+    assert train.main(args + ["--stages", "ann,compress,convert,snn", "--out", str(out)]) == 0
+    capsys.readouterr()
+    reports = {}
+    for engine in ("reference", "event"):
+        assert evaluate.main([str(out / "snn.safetensors"), "--json", "--engine", engine]) == 0
+        reports[engine] = json.loads(capsys.readouterr().out)
+    ref, ev = reports["reference"], reports["event"]
+    assert ev["engine"] == "event" and ev["test_acc"] == ref["test_acc"]
+    assert ev["spike_activity"] == ref["spike_activity"]  # the same spike counts
+    assert ev["spike_activity_network"] == ref["spike_activity_network"]
+    assert evaluate.main([str(out / "snn.safetensors"), "--engine", "event"]) == 0
+    assert "event engine" in capsys.readouterr().out

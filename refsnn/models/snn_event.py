@@ -79,12 +79,15 @@ def pack_event_network(arch: Arch, params: dict) -> dict:
     return packed
 
 
+POOL_KERNEL = 2  # every Pool is avg_pool2d(kernel=2, stride=2), as in snn_forward
+
+
 def _emit_geometry(layers, i, hw):
     """Pool folded into layer i's events: (k, pooled (H, W)) if layers[i+1] is a Pool, else
     (0, (H, W)); a Linear output has hw = (1, 1)."""
     if i + 1 < len(layers) and isinstance(layers[i + 1], Pool):
         pool = layers[i + 1]
-        return hw[0] // pool.out_hw[0], pool.out_hw
+        return POOL_KERNEL, pool.out_hw
     return 0, hw
 
 
@@ -109,7 +112,7 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                for L in layers if isinstance(L, (Conv, Linear)))
     size = -(-size // 8) * 8  # whole 8-byte words of spike flags (see _spiking)
     work = (np.empty((n, size), dtype=dtype), np.empty((n, size), dtype=np.bool_),
-            np.empty((n, size), dtype=np.int32))
+            np.empty((n, size), dtype=np.int32), np.zeros(n, dtype=np.int64))
     events, geom = None, None  # geom: (C, H, W) of the current events' index space
     logits = None
     for i, layer in enumerate(layers):
@@ -136,6 +139,7 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
         # pages that events fill are ever touched
         out = (np.empty((n, timesteps * cap), np.int32),
                np.empty((n, timesteps * cap), dtype), np.zeros((n, timesteps), np.int64))
+        work[3][:] = 0  # this layer's spikes per sample
         if events is None:  # the first layer: the image's dense current, once per sample
             w = params[f"{layer.name}.weight"]
             wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))  # (C_in, kH, kW, C_out)
@@ -158,7 +162,7 @@ def snn_event_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                 _linear_kernel(*events, geom[1] * geom[2], ew.ptr, ew.out, ew.value, c, v, lam,
                                *work, *out)
             paths[layer.name] = "event"
-        counts[layer.name] = int(out[2].sum())
+        counts[layer.name] = int(work[3].sum())  # spikes, including those a pool drops
         events, geom = out, (c, ph, pw)
     return SNNInference(logits, paths, counts)
 
@@ -212,7 +216,7 @@ def _emit(o, a, b, h, w, k, ph, pw, idx, val, e):
 
 @numba.njit(cache=True, parallel=True)
 def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw, work_c, work_u,
-                   work_s, work_p, idx, val, cnt):
+                   work_s, work_p, work_f, idx, val, cnt):
     """The first layer: its current I = conv(x) by direct convolution into a channels-last
     (H_out, W_out, C_out) row per sample (each tap adds x * w[:, c, p, q], contiguous in the
     output channel), then T steps of u += I, fire, emit. No BLAS call: a GEMM here would leave
@@ -248,7 +252,9 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
                 u[i] = lam * (um - v * s)
                 spk[i] = s
             e0 = e
-            for j in range(_spiking(spk, size, pos)):
+            fired = _spiking(spk, size, pos)
+            work_f[m] += fired
+            for j in range(fired):
                 ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
                 e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
             cnt[m, t] = e - e0
@@ -256,8 +262,8 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
 
 @numba.njit(cache=True, parallel=True)
 def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, offset, kh,
-                 kw, padding, c_out, ho, wo, v, lam, k, ph, pw, work_u, work_s, work_p, idx, val,
-                 cnt):
+                 kw, padding, c_out, ho, wo, v, lam, k, ph, pw, work_u, work_s, work_p, work_f,
+                 idx, val, cnt):
     n, t_steps = in_cnt.shape
     for m in numba.prange(n):
         u = work_u[m, :ho * wo * c_out]  # channels-last (H_out, W_out, C_out)
@@ -284,7 +290,9 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
             first += in_cnt[m, t]
             _fire(u, spk, v, lam)
             e0 = e
-            for j in range(_spiking(spk, u.size, pos)):
+            fired = _spiking(spk, u.size, pos)
+            work_f[m] += fired
+            for j in range(fired):
                 ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
                 e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
             cnt[m, t] = e - e0
@@ -292,7 +300,7 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
 
 @numba.njit(cache=True, parallel=True)
 def _linear_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, c_out, v, lam, work_u, work_s,
-                   work_p, idx, val, cnt):
+                   work_p, work_f, idx, val, cnt):
     n, t_steps = in_cnt.shape
     for m in numba.prange(n):
         u, spk, pos = work_u[m, :c_out], work_s[m], work_p[m]
@@ -307,7 +315,9 @@ def _linear_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, c_out, v, lam, w
             first += in_cnt[m, t]
             _fire(u, spk, v, lam)
             e0 = e
-            for j in range(_spiking(spk, c_out, pos)):
+            fired = _spiking(spk, c_out, pos)
+            work_f[m] += fired
+            for j in range(fired):
                 e = _emit(pos[j], 0, 0, 1, 1, 0, 1, 1, idx[m], val[m], e)
             cnt[m, t] = e - e0
 

@@ -1,7 +1,7 @@
 """The fused event-driven engine (refsnn/models/snn_event.py) against the reference snn_forward.
 
-VGG networks (vgg9 1x16x16, vgg11 3x16x16 with a pool right after conv1, vgg16 2x32x16
-non-square) at width 1/16, T = 3, float64, weights masked irregularly or by whole filters,
+VGG networks (vgg9 1x28x28 with odd maps under its pools, vgg11 3x16x16 with a pool right
+after conv1, vgg16 2x32x16 non-square) at width 1/16, T = 3, float64, weights masked irregularly or by whole filters,
 thresholds calibrated so every layer spikes (the helper of test_snn_infer). The engine adds
 each current's products onto the leaked membrane one event at a time instead of summing the
 current first (the first layer's current by direct convolution instead of the GEMM), so it
@@ -25,7 +25,9 @@ from refsnn.ops.event import pack_event_weights
 
 pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
 
-SHAPES = {"vgg9": (1, 16, 16), "vgg11": (3, 16, 16), "vgg16": (2, 32, 16)}
+# vgg9 at 28x28 pools 7x7 -> 3x3 -> 1x1: a pool that drops a row and column, and one of a
+# 3x3 map (kernel 2, not 3)
+SHAPES = {"vgg9": (1, 28, 28), "vgg11": (3, 16, 16), "vgg16": (2, 32, 16)}
 
 
 @pytest.fixture(autouse=True)
