@@ -3,9 +3,10 @@
 VGG networks (vgg9 1x28x28 with odd maps under its pools, vgg11 3x16x16 with a pool right
 after conv1, vgg16 2x32x16 non-square) at width 1/16, T = 3, float64, weights masked
 irregularly or by whole filters, thresholds calibrated so every layer spikes (the helper of
-test_snn_infer). The engine adds each current's products onto the leaked membrane one event at a time instead of summing the
-current first (the first layer's current by direct convolution instead of the GEMM), so it
-must give the reference's spike counts in every layer and its logits to 1e-12 relative.
+test_snn_infer). The engine adds each current's products onto the leaked membrane one event
+at a time instead of summing the current first (the first layer's current by direct
+convolution instead of the GEMM), so it must give the reference's spike counts in every
+layer and its logits to 1e-12 relative.
 """
 
 from __future__ import annotations
