@@ -214,6 +214,17 @@ def _emit(o, a, b, h, w, k, ph, pw, idx, val, e):
     return e + 1
 
 
+@numba.njit(cache=True, inline="always")
+def _emit_map(spk, size, pos, c_out, ho, wo, k, ph, pw, idx, val, e):
+    """Emit the spikes of a channels-last (H_out, W_out, C_out) map of flags (index
+    i = (a * W_out + b) * C_out + o) as events from position e; returns (spikes, next e)."""
+    fired = _spiking(spk, size, pos)
+    for j in range(fired):
+        ab, o = pos[j] // c_out, pos[j] % c_out
+        e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx, val, e)
+    return fired, e
+
+
 @numba.njit(cache=True, parallel=True)
 def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw, work_c, work_u,
                    work_s, work_p, work_f, idx, val, cnt):
@@ -252,11 +263,8 @@ def _static_kernel(x, wt, stride, padding, ho, wo, v, lam, timesteps, k, ph, pw,
                 u[i] = lam * (um - v * s)
                 spk[i] = s
             e0 = e
-            fired = _spiking(spk, size, pos)
+            fired, e = _emit_map(spk, size, pos, c_out, ho, wo, k, ph, pw, idx[m], val[m], e)
             work_f[m] += fired
-            for j in range(fired):
-                ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
-                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
             cnt[m, t] = e - e0
 
 
@@ -290,11 +298,8 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
             first += in_cnt[m, t]
             _fire(u, spk, v, lam)
             e0 = e
-            fired = _spiking(spk, u.size, pos)
+            fired, e = _emit_map(spk, u.size, pos, c_out, ho, wo, k, ph, pw, idx[m], val[m], e)
             work_f[m] += fired
-            for j in range(fired):
-                ab, o = pos[j] // c_out, pos[j] % c_out  # i = (a * W_out + b) * C_out + o
-                e = _emit(o, ab // wo, ab % wo, ho, wo, k, ph, pw, idx[m], val[m], e)
             cnt[m, t] = e - e0
 
 
