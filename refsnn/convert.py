@@ -48,7 +48,8 @@ from fractions import Fraction
 import numpy as np
 
 from ._checks import check_array, check_int
-from .models.arch import Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
+from .models.arch import (POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_layers,
+                          weight_shape)
 from .models.snn import snn_param_shapes, spiking_layers
 from .neurons.lif import lif_forward
 from .ops.conv import conv2d_forward
@@ -272,7 +273,7 @@ class _Source:
         s = np.unpackbits(self.bits[t0:t1], axis=-1, count=m)  # (tc, N, M) uint8 0/1
         a = s.reshape((t1 - t0,) + tuple(self.shape)).astype(self.dtype)
         for _ in range(self.pools):  # x_{l+1}[t] = pool(s_l[t]) (dropout off)
-            y = avg_pool2d_forward(a.reshape((-1,) + a.shape[2:]), kernel=2)
+            y = avg_pool2d_forward(a.reshape((-1,) + a.shape[2:]), kernel=POOL_KERNEL)
             a = y.reshape(a.shape[:2] + y.shape[1:])
         return a
 

@@ -62,7 +62,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .models.arch import Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
+from .models.arch import (POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_layers,
+                          weight_shape)
 from .models.snn import (BlockRecord, ConvRecord, LinearRecord, OutputRecord, PoolRecord,
                          spiking_layers)
 from .ops.pool import avg_pool2d_forward
@@ -327,7 +328,7 @@ def _output_input(last, pools, dropout_masks):
     if dropout_masks is not None and name in dropout_masks:
         s = s * dropout_masks[name]  # the same mask at every t
     for _ in range(pools):
-        y = avg_pool2d_forward(s.reshape((-1,) + s.shape[2:]), kernel=2)
+        y = avg_pool2d_forward(s.reshape((-1,) + s.shape[2:]), kernel=POOL_KERNEL)
         s = y.reshape(s.shape[:2] + y.shape[1:])
     return s
 

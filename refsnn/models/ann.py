@@ -21,7 +21,7 @@ from ..ops.conv import conv2d_backward, conv2d_forward
 from ..ops.conv_relu import ConvReluOut, conv2d_relu_backward, conv2d_relu_forward
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
-from .arch import Arch, Block, Conv, Linear, Pool
+from .arch import POOL_KERNEL, Arch, Block, Conv, Linear, Pool
 
 
 class ConvRecord(NamedTuple):
@@ -92,7 +92,7 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
             h = _drop(out.y, masks, layer.name)
         elif isinstance(layer, Pool):
             tape.append(PoolRecord(layer, h.shape))
-            h = avg_pool2d_forward(h, kernel=2)
+            h = avg_pool2d_forward(h, kernel=POOL_KERNEL)
         elif isinstance(layer, Linear):
             x_shape = h.shape
             h2 = flatten_forward(h) if h.ndim > 2 else h
@@ -136,7 +136,7 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
             g = _conv_relu_back(g, rec.layer, params, rec.out, rec.x_shape, grads,
                                 need_x=not first)
         elif isinstance(rec, PoolRecord):
-            g = avg_pool2d_backward(g, rec.x_shape, kernel=2)
+            g = avg_pool2d_backward(g, rec.x_shape, kernel=POOL_KERNEL)
         elif isinstance(rec, LinearRecord):
             layer = rec.layer
             g = _undrop(g, masks, layer.name)

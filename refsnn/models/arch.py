@@ -42,9 +42,12 @@ class Conv(NamedTuple):
     out_hw: tuple  # (H_out, W_out)
 
 
+POOL_KERNEL = 2  # every Pool is avg_pool2d with kernel = stride = 2 (SPEC section 2)
+
+
 class Pool(NamedTuple):
     in_hw: tuple
-    out_hw: tuple
+    out_hw: tuple  # (H // POOL_KERNEL, W // POOL_KERNEL): a last odd row / column is cropped
 
 
 class Linear(NamedTuple):
@@ -83,12 +86,12 @@ def _conv(name, c_in, c_out, hw, *, kernel=3, stride=1, dropout=0.0):
 
 
 def _pool(hw, arch_name, in_shape):
-    if hw[0] < 2 or hw[1] < 2:
+    if hw[0] < POOL_KERNEL or hw[1] < POOL_KERNEL:
         raise ValueError(
             f"build_arch: input shape {in_shape} is too small for {arch_name}: a 2x2 AvgPool "
             f"meets a {hw[0]}x{hw[1]} feature map"
         )
-    return Pool(hw, (hw[0] // 2, hw[1] // 2))
+    return Pool(hw, (hw[0] // POOL_KERNEL, hw[1] // POOL_KERNEL))
 
 
 def build_arch(name: str, *, in_shape: tuple, classes: int, width: float = 1.0,

@@ -39,7 +39,7 @@ from ..ops.event import unpack_event_grad
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward
-from .arch import Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
+from .arch import POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
 
 
 class NeuronRecord(NamedTuple):
@@ -242,7 +242,7 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
             h = _drop(nr.trace.spikes, masks, layer.name)
         elif isinstance(layer, Pool):
             tape.append(PoolRecord(layer, h.shape))
-            h = _split(avg_pool2d_forward(_merge(h), kernel=2), timesteps)
+            h = _split(avg_pool2d_forward(_merge(h), kernel=POOL_KERNEL), timesteps)
         elif isinstance(layer, Linear) and layer.act:
             x2 = h.reshape(h.shape[0] * h.shape[1], -1)  # flatten each (t, n) sample, C order
             cur = linear_forward(x2, params[f"{layer.name}.weight"])  # (T*N, n_out)
@@ -299,7 +299,8 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
             g = np.ascontiguousarray(np.broadcast_to(lg.x.reshape(rec.x_shape[1:]), rec.x_shape))
         elif isinstance(rec, PoolRecord):
             t = rec.x_shape[0]
-            g = _split(avg_pool2d_backward(_merge(g), _merge_shape(rec.x_shape), kernel=2), t)
+            g = _split(avg_pool2d_backward(_merge(g), _merge_shape(rec.x_shape),
+                                           kernel=POOL_KERNEL), t)
         elif isinstance(rec, LinearRecord):
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,
                                grads, opts)

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from ..ops.event import EventWeights
-from .arch import Arch, Block, Conv, Linear, Pool
+from .arch import POOL_KERNEL, Arch, Block, Conv, Linear, Pool
 from .snn import _check_forward
 from .snn_infer import SNNInference, pack_snn_weights
 
@@ -77,9 +77,6 @@ def pack_event_network(arch: Arch, params: dict) -> dict:
     for layer in convs[1:]:
         packed[layer.name] = pack_event_conv(packed[layer.name], layer)
     return packed
-
-
-POOL_KERNEL = 2  # every Pool is avg_pool2d(kernel=2, stride=2), as in snn_forward
 
 
 def _emit_geometry(layers, i, hw):

@@ -35,7 +35,7 @@ from ..ops.event import EventWeights, conv2d_event_forward, linear_event_forward
     pack_event_weights
 from ..ops.linear import linear_forward
 from ..ops.pool import avg_pool2d_forward
-from .arch import Arch, Conv, Linear, Pool, weight_layers
+from .arch import POOL_KERNEL, Arch, Conv, Linear, Pool, weight_layers
 from .snn import _check_forward, _merge, _split
 
 PATHS = ("auto", "dense", "event")
@@ -128,7 +128,7 @@ def snn_infer(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int, path: 
             h = neuron(layer, _split(_current(layer, params, packed, _merge(h), path, taken),
                                      timesteps))
         elif isinstance(layer, Pool):
-            h = _split(avg_pool2d_forward(_merge(h), kernel=2), timesteps)
+            h = _split(avg_pool2d_forward(_merge(h), kernel=POOL_KERNEL), timesteps)
         elif isinstance(layer, Linear) and layer.act:
             x2 = h.reshape(h.shape[0] * h.shape[1], -1)
             h = neuron(layer, _split(_current(layer, params, packed, x2, path, taken),
