@@ -78,7 +78,7 @@ def conv2d_sparse_forward(x: np.ndarray, ew: EventWeights, *, padding: int = 0) 
     c, offset = _entries(ew, x.shape[3] + 2 * padding)
     xp, wp = _padded(x, padding, ew.shape[2], ew.shape[3])
     y = np.zeros((x.shape[0], ew.shape[0], ho * wp), dtype=x.dtype)
-    _forward_kernel(xp, c, offset, ew.out, ew.value, y)
+    _plane_axpy_kernel(y, ew.out, np.zeros_like(offset), xp, c, offset, ew.value, ho * wp)
     return np.ascontiguousarray(y.reshape(x.shape[0], ew.shape[0], ho, wp)[:, :, :, :wo])
 
 
@@ -108,7 +108,8 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     grad_x = None
     if need_x:
         gxp = np.zeros_like(xp)
-        _grad_x_kernel(gy, c, offset, ew.out, ew.value, gxp)
+        _plane_axpy_kernel(gxp, c, offset, gy, ew.out, np.zeros_like(offset), ew.value,
+                           ho * wp)
         hp = h + 2 * padding
         grad_x = np.ascontiguousarray(gxp[:, :, :hp * wp].reshape(n, c_in, hp, wp)[
             :, :, padding:padding + h, padding:padding + w])
@@ -124,25 +125,17 @@ def _entries(ew, wp):
 
 
 @numba.njit(cache=True, parallel=True)
-def _forward_kernel(xp, c, offset, out, value, y):
-    n, size = y.shape[0], y.shape[2]
-    for m in numba.prange(n):  # sample m writes y[m] only
+def _plane_axpy_kernel(dst, dst_ch, dst_off, src, src_ch, src_off, value, size):
+    """dst[m, dst_ch[e], dst_off[e] + k] += value[e] * src[m, src_ch[e], src_off[e] + k] for
+    every entry e and k < size: the forward (dst = Y, src = Xp, shifted source) and grad_x
+    (dst = GXp, src = GY, shifted destination) are this one loop with the roles swapped."""
+    for m in numba.prange(dst.shape[0]):  # sample m writes dst[m] only
         for e in range(value.size):
-            wv, yr = value[e], y[m, out[e]]
-            xr = xp[m, c[e], offset[e]:offset[e] + size]
+            wv = value[e]
+            dr = dst[m, dst_ch[e], dst_off[e]:dst_off[e] + size]
+            sr = src[m, src_ch[e], src_off[e]:src_off[e] + size]
             for k in range(size):
-                yr[k] += wv * xr[k]
-
-
-@numba.njit(cache=True, parallel=True)
-def _grad_x_kernel(gy, c, offset, out, value, gxp):
-    n, size = gy.shape[0], gy.shape[2]
-    for m in numba.prange(n):  # sample m writes gxp[m] only
-        for e in range(value.size):
-            wv, gr = value[e], gy[m, out[e]]
-            xr = gxp[m, c[e], offset[e]:offset[e] + size]
-            for k in range(size):
-                xr[k] += wv * gr[k]
+                dr[k] += wv * sr[k]
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
