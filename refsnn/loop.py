@@ -169,8 +169,7 @@ def load_resume(path, cfg: dict, stage: str):
     arrays, meta = load_checkpoint(path)
     if meta.get("stage") != stage:
         raise ValueError(f"--resume: {path} holds stage {meta.get('stage')!r}, not {stage!r}")
-    old = {k: v for k, v in meta["config"].items() if k not in _RESUME_FREE}
-    old.setdefault("snn_kernels", "dense")  # checkpoints from before the option ran dense
+    old = {**_ADDED_LATER, **{k: v for k, v in meta["config"].items() if k not in _RESUME_FREE}}
     new = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
@@ -181,6 +180,9 @@ def load_resume(path, cfg: dict, stage: str):
 
 
 _RESUME_FREE = {"resume", "out", "stages", "quiet"}
+# configuration keys added after checkpoints were first written, with the value every run
+# before them had: an older checkpoint resumes as if it recorded it
+_ADDED_LATER = {"snn_kernels": "dense"}
 
 
 class Resumed(NamedTuple):
