@@ -38,7 +38,7 @@ from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
 from ..ops.event import unpack_event_grad
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
-from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward
+from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward_keep
 from .arch import POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
 
 
@@ -51,7 +51,8 @@ class ConvRecord(NamedTuple):
     layer: Conv
     x: np.ndarray  # input (T, N, C_in, H, W); the image (N, C_in, H, W) for the first layer
     neuron: NeuronRecord
-    cols: np.ndarray | None = None  # im2col of x over the (T*N) batch, reused by the backward
+    cols: np.ndarray | None = None  # im2col of x over the (T*N) batch (sparse convs: its
+    # padded planes), reused by the backward
 
 
 class PoolRecord(NamedTuple):
@@ -233,8 +234,9 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
         if isinstance(layer, Conv):
             static = h.ndim == 4  # the image: I_1 is the same at every step
             if sparse and layer.name in sparse and not static:
-                current, cols = _split(conv2d_sparse_forward(
-                    _merge(h), sparse[layer.name], padding=layer.padding), timesteps), None
+                y, cols = conv2d_sparse_forward_keep(_merge(h), sparse[layer.name],
+                                                     padding=layer.padding)
+                current = _split(y, timesteps)  # cols: the padded planes, for the backward
             else:
                 current, cols = _conv_keep(layer, params, h)
             nr = _neuron(layer, params, current, timesteps if static else None, opts)
@@ -343,7 +345,7 @@ def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None):
     weights for the weight-sparse VJP); for the static image (x 4-D, g summed over t:
     (N, ...)) only the weight gradient."""
     if ew is not None:
-        cg = conv2d_sparse_backward(_merge(g), _merge(x), ew, padding=layer.padding)
+        cg = conv2d_sparse_backward(_merge(g), _merge(x), ew, padding=layer.padding, xp=cols)
         grads[f"{layer.name}.weight"] = unpack_event_grad(ew, cg.w)
         return _split(cg.x, x.shape[0])
     w = params[f"{layer.name}.weight"]

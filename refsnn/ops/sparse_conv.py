@@ -74,18 +74,26 @@ def conv2d_sparse_forward(x: np.ndarray, ew: EventWeights, *, padding: int = 0) 
     """conv2d_forward(x, w, stride=1, padding=) from the live weights of w (pack_event_weights).
 
     x: (N, C_in, H, W)  ->  y: (N, C_out, H_out, W_out), x's dtype."""
+    return conv2d_sparse_forward_keep(x, ew, padding=padding)[0]
+
+
+def conv2d_sparse_forward_keep(x: np.ndarray, ew: EventWeights, *, padding: int = 0):
+    """conv2d_sparse_forward that also returns the padded input planes, for
+    conv2d_sparse_backward(xp=) (so the backward does not pad x again): (y, xp)."""
     padding, ho, wo = _check("conv2d_sparse_forward", x, ew, padding)
     c, offset = _entries(ew, x.shape[3] + 2 * padding)
     xp, wp = _padded(x, padding, ew.shape[2], ew.shape[3])
     y = np.zeros((x.shape[0], ew.shape[0], ho * wp), dtype=x.dtype)
     _plane_axpy_kernel(y, ew.out, np.zeros_like(offset), xp, c, offset, ew.value, ho * wp)
-    return np.ascontiguousarray(y.reshape(x.shape[0], ew.shape[0], ho, wp)[:, :, :, :wo])
+    return np.ascontiguousarray(y.reshape(x.shape[0], ew.shape[0], ho, wp)[:, :, :, :wo]), xp
 
 
 def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, *,
-                           padding: int = 0, need_x: bool = True) -> SparseConvGrads:
+                           padding: int = 0, need_x: bool = True,
+                           xp: np.ndarray | None = None) -> SparseConvGrads:
     """conv2d_backward(grad_y, x, w, stride=1, padding=) through the live weights only: grad_w
-    per packed entry (unpack_event_grad makes it dense), grad_x through live weights."""
+    per packed entry (unpack_event_grad makes it dense), grad_x through live weights. xp: the
+    forward's padded planes (conv2d_sparse_forward_keep), read only; the same result."""
     fn = "conv2d_sparse_backward"
     padding, ho, wo = _check(fn, x, ew, padding)
     check_array(fn, "grad_y", grad_y, ndim=4, dims="(N, C_out, H_out, W_out)")
@@ -96,7 +104,14 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
                          f"{(n, ew.shape[0], ho, wo)} for x.shape={x.shape}, "
                          f"w.shape={ew.shape}, padding={padding}")
     c, offset = _entries(ew, w + 2 * padding)
-    xp, wp = _padded(x, padding, ew.shape[2], ew.shape[3])
+    wp = w + 2 * padding
+    shape = (n, c_in, (h + 2 * padding) * wp + ew.shape[3])
+    if xp is None:
+        xp = _padded(x, padding, ew.shape[2], ew.shape[3])[0]
+    elif not isinstance(xp, np.ndarray) or xp.shape != shape or xp.dtype != x.dtype:
+        raise ValueError(f"{fn}: xp must be the forward's {x.dtype} padded planes of shape "
+                         f"{shape}, got {getattr(xp, 'dtype', type(xp).__name__)} "
+                         f"{getattr(xp, 'shape', '')}")
     gy = np.zeros((n, ew.shape[0], ho * wp), dtype=x.dtype)  # scratch columns stay zero
     gy.reshape(n, ew.shape[0], ho, wp)[:, :, :, :wo] = grad_y
     n_chunks = -(-n // _CHUNK)

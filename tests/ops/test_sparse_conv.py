@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import naive
 from refsnn.ops.event import pack_event_weights, unpack_event_grad
-from refsnn.ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward
+from refsnn.ops.sparse_conv import (conv2d_sparse_backward, conv2d_sparse_forward,
+                                    conv2d_sparse_forward_keep)
 from strategies import seeds
 
 pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
@@ -55,6 +56,22 @@ def test_sparse_conv_equals_the_dense_conv_at_the_mask(case, rho_x, rho_w, seed,
     _close(g.x, ref_x, dtype, "grad_x")
     _close(unpack_event_grad(ew, g.w), ref_w * (w != 0), dtype, "grad_w at the live weights")
     assert conv2d_sparse_backward(gy, x, ew, padding=pad, need_x=False).x is None
+
+
+def test_kept_padded_planes_give_the_same_backward_bit_for_bit():
+    rng = np.random.default_rng(8)
+    x = (rng.random((3, 4, 6, 7)) < 0.3).astype(np.float64)
+    w = rng.standard_normal((5, 4, 3, 3)) * (rng.random((5, 4, 3, 3)) < 0.4)
+    ew = pack_event_weights(w)
+    y, xp = conv2d_sparse_forward_keep(x, ew, padding=1)
+    np.testing.assert_array_equal(y, conv2d_sparse_forward(x, ew, padding=1))
+    gy = rng.standard_normal(y.shape)
+    kept = conv2d_sparse_backward(gy, x, ew, padding=1, xp=xp)
+    fresh = conv2d_sparse_backward(gy, x, ew, padding=1)
+    np.testing.assert_array_equal(kept.x, fresh.x)
+    np.testing.assert_array_equal(kept.w, fresh.w)
+    with pytest.raises(ValueError, match="xp must be the forward's"):
+        conv2d_sparse_backward(gy, x, ew, padding=1, xp=xp[:, :, :-1])
 
 
 def test_parallel_equals_serial(numba_threads):
