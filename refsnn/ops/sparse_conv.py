@@ -3,24 +3,31 @@
 A pruned conv (SPEC 4.2, density d) needs only d of the dense multiply-adds. The event ops
 (event.py) also skip zero inputs but scatter one product at a time; the ops here keep the
 inputs dense and make each live weight w[o, c, p, q] one shifted multiply-add of whole
-planes. The input plane is zero-padded to (H + 2 padding) x Wp, Wp = W + 2 padding, and the
-output kept at the same row pitch Wp (its last Wp - W_out columns are scratch), so that the
-tap (p, q) is one constant offset p*Wp + q between flat indices:
+planes. Each input plane is zero-padded to Hp x Wp (Hp = H + 2 padding, Wp = W + 2 padding,
+Lp = Hp*Wp) and the output kept at the same row pitch Wp and plane stride Lp (the columns past
+W_out and the rows past H_out are scratch), so that the tap (p, q) is one constant offset
+p*Wp + q between flat indices. The samples go in blocks of B: block k holds, per channel, its
+B padded planes back to back, so one multiply-add covers B planes (small planes would otherwise
+leave the loop overhead per weight and sample visible: 8x8 planes are 80 elements):
 
-    forward:  Y[n, o, k]  += w * Xp[n, c, k + p*Wp + q]       k < H_out*Wp
-    grad_x:   GXp[n, c, k + p*Wp + q] += w * GY[n, o, k]       (GY zero in the scratch columns)
-    grad_w:   gw[e] = sum_n <GY[n, o, :], Xp[n, c, p*Wp + q : p*Wp + q + H_out*Wp]>
+    forward:  Y[k, o, j]  += w * Xp[k, c, j + p*Wp + q]       j < (B-1)*Lp + H_out*Wp
+    grad_x:   GXp[k, c, j + p*Wp + q] += w * GY[k, o, j]       (GY zero in the scratch)
+    grad_w:   gw[e] = sum_k <GY[k, o, :], Xp[k, c, p*Wp + q : ...]>
 
-each one contiguous loop over H_out*Wp elements (SIMD). Stride 1 only (VGG, and every ResNet
-conv but the downsampling ones). Work: d times the dense GEMM's multiply-adds, at vector
-speed. Summation order differs from the GEMM's: equal to
-conv2d_forward / conv2d_backward at the mask to rounding (tests: float64 to 1e-12).
+each one contiguous loop (SIMD). Only scratch outputs read past their own plane (into the
+next one), and GY is zero there, so no result mixes two samples. B is chosen so one block's
+input and output planes take about _BLOCK_BYTES (measured, see there), and the samples are
+spread over equal blocks (the last block's missing samples are zero planes). Stride 1 only
+(VGG, and every ResNet conv but the downsampling ones). Work: d times the dense GEMM's
+multiply-adds, at vector speed. y and grad_x sum each output over the live weights in entry
+order whatever B is (tested bit for bit); grad_w's sums depend on B. Equal to conv2d_forward /
+conv2d_backward at the mask to rounding (tests: float64 to 1e-12).
 
-Parallel structure: forward and grad_x are parallel over samples (each writes its own y[n] /
-gx[n]); grad_w sums per-chunk partial gradients (fixed chunks of _CHUNK samples, then the
-chunks in order), so every result is bit-identical at any thread count. grad_w's dot
-products are compiled with reassociation allowed (fastmath "reassoc"), so they vectorise:
-the compiled order is fixed for a build, not the left-to-right order.
+Parallel structure: forward and grad_x are parallel over blocks (each writes its own block);
+grad_w sums per-chunk partial gradients (fixed chunks of _CHUNK blocks, then the chunks in
+order), so every result is bit-identical at any thread count (B depends on the shapes only).
+grad_w's dot products are compiled with reassociation allowed (fastmath "reassoc"), so they
+vectorise: the compiled order is fixed for a build, not the left-to-right order.
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ from .._checks import check_array, check_int, check_same_dtype
 from .conv import conv2d_output_size
 from .event import EventWeights
 
-_CHUNK = 8  # samples per partial weight gradient (fixed: it, not the thread count, sets order)
+_CHUNK = 2  # blocks per partial weight gradient (fixed: it, not the thread count, sets order)
+# One block's input + output planes, bytes. Measured on the vgg9 step at the operating point
+# (tools/bench.py's snn-op row, 2 threads): 26.7 ms/image at 4 MiB, 26.5-27.7 at 2-8 MiB, 28.2
+# at 0.5 MiB, 36.2 at 32 MiB, 32.4 without blocks: a block streaming from a share of L3 wins.
+_BLOCK_BYTES = 1 << 22
 
 
 class SparseConvGrads(NamedTuple):
@@ -60,40 +71,63 @@ def _check(fn, x, ew, padding):
     return padding, ho, wo
 
 
-def _padded(x, padding, kh, kw):
-    """x zero-padded to (N, C, (H + 2 padding) * Wp + kw) flat planes, Wp = W + 2 padding (the
-    tail keeps every tap's shifted read in bounds)."""
+def _layout(n, c_in, c_out, hp, wp, dtype, block):
+    """Samples per block B and blocks nb: B from the cache budget unless given; the n samples
+    spread over nb = ceil(n / B) equal blocks."""
+    if block is None:
+        per_sample = (c_in + c_out) * hp * wp * np.dtype(dtype).itemsize
+        block = max(1, _BLOCK_BYTES // per_sample)
+    nb = -(-n // min(block, n))
+    return -(-n // nb), nb
+
+
+def _padded(x, padding, kh, kw, block):
+    """x zero-padded into blocks: (nb, C, B*Lp + kw) (the tail keeps every tap's shifted read
+    in bounds); sample i is plane i % B of block i // B. Returns (xp, B)."""
     n, c, h, w = x.shape
     hp, wp = h + 2 * padding, w + 2 * padding
-    xp = np.zeros((n, c, hp * wp + kw), dtype=x.dtype)
-    xp[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, padding:padding + h, padding:padding + w] = x
-    return xp, wp
+    b, nb = block
+    xp = np.zeros((nb, c, b * hp * wp + kw), dtype=x.dtype)
+    _to_blocks(x, xp, b, hp * wp, wp, padding)
+    return xp
 
 
-def conv2d_sparse_forward(x: np.ndarray, ew: EventWeights, *, padding: int = 0) -> np.ndarray:
+def conv2d_sparse_forward(x: np.ndarray, ew: EventWeights, *, padding: int = 0,
+                          block: int | None = None) -> np.ndarray:
     """conv2d_forward(x, w, stride=1, padding=) from the live weights of w (pack_event_weights).
 
-    x: (N, C_in, H, W)  ->  y: (N, C_out, H_out, W_out), x's dtype."""
-    return conv2d_sparse_forward_keep(x, ew, padding=padding)[0]
+    x: (N, C_in, H, W)  ->  y: (N, C_out, H_out, W_out), x's dtype. block: samples per block
+    (default from the cache budget); y is the same, bit for bit, for every block."""
+    return conv2d_sparse_forward_keep(x, ew, padding=padding, block=block)[0]
 
 
-def conv2d_sparse_forward_keep(x: np.ndarray, ew: EventWeights, *, padding: int = 0):
-    """conv2d_sparse_forward that also returns the padded input planes, for
+def conv2d_sparse_forward_keep(x: np.ndarray, ew: EventWeights, *, padding: int = 0,
+                               block: int | None = None):
+    """conv2d_sparse_forward that also returns the padded input blocks, for
     conv2d_sparse_backward(xp=) (so the backward does not pad x again): (y, xp)."""
-    padding, ho, wo = _check("conv2d_sparse_forward", x, ew, padding)
-    c, offset = _entries(ew, x.shape[3] + 2 * padding)
-    xp, wp = _padded(x, padding, ew.shape[2], ew.shape[3])
-    y = np.zeros((x.shape[0], ew.shape[0], ho * wp), dtype=x.dtype)
-    _plane_axpy_kernel(y, ew.out, np.zeros_like(offset), xp, c, offset, ew.value, ho * wp)
-    return np.ascontiguousarray(y.reshape(x.shape[0], ew.shape[0], ho, wp)[:, :, :, :wo]), xp
+    fn = "conv2d_sparse_forward"
+    padding, ho, wo = _check(fn, x, ew, padding)
+    n, c_in, h, w = x.shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    b, nb = _layout(n, c_in, ew.shape[0], hp, wp, x.dtype, _block_arg(fn, block))
+    c, offset = _entries(ew, wp)
+    xp = _padded(x, padding, ew.shape[2], ew.shape[3], (b, nb))
+    size = (b - 1) * hp * wp + ho * wp
+    yb = np.zeros((nb, ew.shape[0], size), dtype=x.dtype)
+    _plane_axpy_kernel(yb, ew.out, np.zeros_like(offset), xp, c, offset, ew.value, size)
+    y = np.empty((n, ew.shape[0], ho, wo), dtype=x.dtype)
+    _from_blocks(yb, y, b, hp * wp, wp, 0)
+    return y, xp
 
 
 def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, *,
                            padding: int = 0, need_x: bool = True,
-                           xp: np.ndarray | None = None) -> SparseConvGrads:
+                           xp: np.ndarray | None = None,
+                           block: int | None = None) -> SparseConvGrads:
     """conv2d_backward(grad_y, x, w, stride=1, padding=) through the live weights only: grad_w
     per packed entry (unpack_event_grad makes it dense), grad_x through live weights. xp: the
-    forward's padded planes (conv2d_sparse_forward_keep), read only; the same result."""
+    forward's padded blocks (conv2d_sparse_forward_keep), read only; the same result. block:
+    as the forward's (the forward's, when xp is given)."""
     fn = "conv2d_sparse_backward"
     padding, ho, wo = _check(fn, x, ew, padding)
     check_array(fn, "grad_y", grad_y, ndim=4, dims="(N, C_out, H_out, W_out)")
@@ -103,18 +137,24 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
         raise ValueError(f"{fn}: grad_y.shape={grad_y.shape}, expected "
                          f"{(n, ew.shape[0], ho, wo)} for x.shape={x.shape}, "
                          f"w.shape={ew.shape}, padding={padding}")
-    c, offset = _entries(ew, w + 2 * padding)
-    wp = w + 2 * padding
-    shape = (n, c_in, (h + 2 * padding) * wp + ew.shape[3])
+    hp, wp = h + 2 * padding, w + 2 * padding
+    lp = hp * wp
+    block = _block_arg(fn, block)
+    if block is None and isinstance(xp, np.ndarray) and xp.ndim == 3:
+        block = max(1, (xp.shape[2] - ew.shape[3]) // lp)  # the forward's, read off xp
+    b, nb = _layout(n, c_in, ew.shape[0], hp, wp, x.dtype, block)
+    c, offset = _entries(ew, wp)
+    shape = (nb, c_in, b * lp + ew.shape[3])
     if xp is None:
-        xp = _padded(x, padding, ew.shape[2], ew.shape[3])[0]
+        xp = _padded(x, padding, ew.shape[2], ew.shape[3], (b, nb))
     elif not isinstance(xp, np.ndarray) or xp.shape != shape or xp.dtype != x.dtype:
-        raise ValueError(f"{fn}: xp must be the forward's {x.dtype} padded planes of shape "
+        raise ValueError(f"{fn}: xp must be the forward's {x.dtype} padded blocks of shape "
                          f"{shape}, got {getattr(xp, 'dtype', type(xp).__name__)} "
-                         f"{getattr(xp, 'shape', '')}")
-    gy = np.zeros((n, ew.shape[0], ho * wp), dtype=x.dtype)  # scratch columns stay zero
-    gy.reshape(n, ew.shape[0], ho, wp)[:, :, :, :wo] = grad_y
-    n_chunks = -(-n // _CHUNK)
+                         f"{getattr(xp, 'shape', '')} (same block as the forward?)")
+    size = (b - 1) * lp + ho * wp
+    gy = np.zeros((nb, ew.shape[0], size), dtype=x.dtype)  # scratch stays zero
+    _to_blocks(grad_y, gy, b, lp, wp, 0)
+    n_chunks = -(-nb // _CHUNK)
     partial = np.zeros((n_chunks, ew.value.size), dtype=x.dtype)
     _grad_w_kernel(gy, xp, c, offset, ew.out, partial)
     grad_w = np.zeros(ew.value.size, dtype=x.dtype)
@@ -123,12 +163,14 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     grad_x = None
     if need_x:
         gxp = np.zeros_like(xp)
-        _plane_axpy_kernel(gxp, c, offset, gy, ew.out, np.zeros_like(offset), ew.value,
-                           ho * wp)
-        hp = h + 2 * padding
-        grad_x = np.ascontiguousarray(gxp[:, :, :hp * wp].reshape(n, c_in, hp, wp)[
-            :, :, padding:padding + h, padding:padding + w])
+        _plane_axpy_kernel(gxp, c, offset, gy, ew.out, np.zeros_like(offset), ew.value, size)
+        grad_x = np.empty_like(x)
+        _from_blocks(gxp, grad_x, b, lp, wp, padding)
     return SparseConvGrads(grad_x, grad_w)
+
+
+def _block_arg(fn, block):
+    return None if block is None else check_int(fn, "block", block, minimum=1)
 
 
 def _entries(ew, wp):
@@ -144,7 +186,7 @@ def _plane_axpy_kernel(dst, dst_ch, dst_off, src, src_ch, src_off, value, size):
     """dst[m, dst_ch[e], dst_off[e] + k] += value[e] * src[m, src_ch[e], src_off[e] + k] for
     every entry e and k < size: the forward (dst = Y, src = Xp, shifted source) and grad_x
     (dst = GXp, src = GY, shifted destination) are this one loop with the roles swapped."""
-    for m in numba.prange(dst.shape[0]):  # sample m writes dst[m] only
+    for m in numba.prange(dst.shape[0]):  # block m writes dst[m] only
         for e in range(value.size):
             wv = value[e]
             dr = dst[m, dst_ch[e], dst_off[e]:dst_off[e] + size]
@@ -155,7 +197,7 @@ def _plane_axpy_kernel(dst, dst_ch, dst_off, src, src_ch, src_off, value, size):
 
 @numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
 def _grad_w_kernel(gy, xp, c, offset, out, partial):
-    n, size = gy.shape[0], gy.shape[2]
+    n, size = gy.shape[0], gy.shape[2]  # n blocks
     for b in numba.prange(partial.shape[0]):  # chunk b writes partial[b] only
         acc = partial[b]
         for m in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
@@ -166,3 +208,25 @@ def _grad_w_kernel(gy, xp, c, offset, out, partial):
                 for k in range(size):
                     s += gr[k] * xr[k]
                 acc[e] += s
+
+
+@numba.njit(cache=True, parallel=True)
+def _to_blocks(src, dst, b, lp, wp, r0):
+    """dst[i // b, c, (i % b)*lp + (r0 + r)*wp + r0 + q] = src[i, c, r, q] (dst zeroed)."""
+    n, c_n, h, w = src.shape
+    for i in numba.prange(n):  # sample i writes its own plane only
+        k, base = i // b, (i % b) * lp + r0 * wp + r0
+        for c in range(c_n):
+            for r in range(h):
+                dst[k, c, base + r * wp:base + r * wp + w] = src[i, c, r]
+
+
+@numba.njit(cache=True, parallel=True)
+def _from_blocks(src, dst, b, lp, wp, r0):
+    """dst[i, c, r, q] = src[i // b, c, (i % b)*lp + (r0 + r)*wp + r0 + q]."""
+    n, c_n, h, w = dst.shape
+    for i in numba.prange(n):
+        k, base = i // b, (i % b) * lp + r0 * wp + r0
+        for c in range(c_n):
+            for r in range(h):
+                dst[i, c, r] = src[k, c, base + r * wp:base + r * wp + w]

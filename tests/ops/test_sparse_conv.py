@@ -58,6 +58,29 @@ def test_sparse_conv_equals_the_dense_conv_at_the_mask(case, rho_x, rho_w, seed,
     assert conv2d_sparse_backward(gy, x, ew, padding=pad, need_x=False).x is None
 
 
+@given(case=stride1_cases(), n=st.integers(1, 7), block=st.integers(1, 8), seed=seeds,
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_sample_blocks_change_no_output_and_grad_x_bit(case, n, block, seed, dtype):
+    """Blocks of B samples (the last one padded with zero planes) give y and grad_x bit for bit
+    as one sample per block (each output sums the live weights in entry order either way), and
+    grad_w to rounding (its sums run over blocks)."""
+    (xs, ws, pad), rng = case, np.random.default_rng(seed)
+    xs = (n,) + xs[1:]
+    x = (rng.standard_normal(xs) * (rng.random(xs) < 0.5)).astype(dtype)
+    w = (rng.standard_normal(ws) * (rng.random(ws) < 0.5)).astype(dtype)
+    ew = pack_event_weights(w)
+    y1, xp1 = conv2d_sparse_forward_keep(x, ew, padding=pad, block=1)
+    yb, xpb = conv2d_sparse_forward_keep(x, ew, padding=pad, block=block)
+    np.testing.assert_array_equal(yb, y1)
+    gy = rng.standard_normal(y1.shape).astype(dtype)
+    g1 = conv2d_sparse_backward(gy, x, ew, padding=pad, xp=xp1)
+    gb = conv2d_sparse_backward(gy, x, ew, padding=pad, xp=xpb)
+    np.testing.assert_array_equal(gb.x, g1.x)
+    _close(gb.w, g1.w.astype(np.float64), dtype, "grad_w over blocks")
+    np.testing.assert_array_equal(conv2d_sparse_backward(gy, x, ew, padding=pad,
+                                                         block=block).w, gb.w)
+
+
 def test_kept_padded_planes_give_the_same_backward_bit_for_bit():
     rng = np.random.default_rng(8)
     x = (rng.random((3, 4, 6, 7)) < 0.3).astype(np.float64)
@@ -76,14 +99,14 @@ def test_kept_padded_planes_give_the_same_backward_bit_for_bit():
 
 def test_parallel_equals_serial(numba_threads):
     rng = np.random.default_rng(4)
-    x = (rng.random((19, 3, 7, 6)) < 0.3).astype(np.float32)  # 19: chunks of 8 + a tail
+    x = (rng.random((19, 3, 7, 6)) < 0.3).astype(np.float32)  # 19 samples, blocks of 2:
     w = (rng.standard_normal((5, 3, 3, 3)) * (rng.random((5, 3, 3, 3)) < 0.4)).astype(np.float32)
     ew = pack_event_weights(w)
     gy = rng.standard_normal((19, 5, 7, 6)).astype(np.float32)
 
-    def run():
-        return conv2d_sparse_forward(x, ew, padding=1), conv2d_sparse_backward(gy, x, ew,
-                                                                              padding=1)
+    def run():  # 10 blocks (the last one half empty) in chunks of 2 blocks
+        return (conv2d_sparse_forward(x, ew, padding=1, block=2),
+                conv2d_sparse_backward(gy, x, ew, padding=1, block=2))
 
     (y1, g1), (y2, g2) = numba_threads(1, run), numba_threads(2, run)
     np.testing.assert_array_equal(y1, y2)
@@ -99,5 +122,7 @@ def test_errors_name_the_argument():
         conv2d_sparse_forward(np.zeros((1, 4, 4, 4)), ew)
     with pytest.raises(ValueError, match="output would be empty"):
         conv2d_sparse_forward(np.zeros((1, 3, 1, 1)), ew)
+    with pytest.raises(ValueError, match="block"):
+        conv2d_sparse_forward(np.zeros((1, 3, 4, 4)), ew, padding=1, block=0)
     with pytest.raises(ValueError, match="grad_y.shape"):
         conv2d_sparse_backward(np.zeros((1, 2, 3, 3)), np.zeros((1, 3, 4, 4)), ew, padding=1)
