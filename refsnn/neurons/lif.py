@@ -209,7 +209,7 @@ def lif_backward(grad_spikes: np.ndarray, current: np.ndarray, trace: LIFTrace, 
     m = int(np.prod(shape[1:]))
     n_chunks = (m + _CHUNK - 1) // _CHUNK
     grad_current = np.zeros((1 if repeat else t_steps, m), dtype=dtype)
-    du = np.empty(m, dtype=dtype)  # work: du[t] per neuron, carried from t+1 to t
+    du = np.empty((2, m), dtype=dtype)  # work: du[t] per neuron, from t+1 to t (two rows)
     part_v = np.zeros(n_chunks, dtype=np.float64)  # per-chunk partial sums of dv, dlam
     part_lam = np.zeros(n_chunks, dtype=np.float64)
     _lif_backward_kernel(np.ascontiguousarray(grad_spikes).reshape(t_steps, m),
@@ -231,34 +231,85 @@ def _lif_backward_kernel(grad_spikes, membrane_pre, spikes, v, lam, code, gamma,
     t_steps, m = spikes.shape
     for b in numba.prange((m + _CHUNK - 1) // _CHUNK):
         i0, i1 = b * _CHUNK, min(m, (b + 1) * _CHUNK)
-        for i in range(i0, i1):
-            du[i] = 0.0  # du[T] = 0: nothing after the last step
-        acc_v = 0.0
-        acc_lam = 0.0
-        for t in range(t_steps - 1, -1, -1):
+        part_v[b], part_lam[b] = _lif_backward_chunk(
+            grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, detach, repeat,
+            grad_current, du[0], du[1], i0, i1)
+
+
+@numba.njit(cache=True)  # a call, not inlined: Numba's own inlining into prange stops SIMD
+def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, detach,
+                        repeat, grad_current, du_in, du_out, i0, i1):
+    """BPTT over neurons [i0, i1): returns their (dv, dlam) sums. du[t] alternates between
+    du_in and du_out (read one, write the other), and dv, dlam gather per neuron over t before
+    the neurons are summed in order: no value is read after it is written in the same loop and
+    no sum runs across neurons there, so the loop over neurons vectorises."""
+    lane_v = np.zeros(i1 - i0)  # float64 per-neuron sums over t
+    lane_lam = np.zeros(i1 - i0)
+    lane_dum = np.empty(i1 - i0)
+    for i in range(i0, i1):
+        du_in[i] = 0.0  # du[T] = 0: nothing after the last step
+    for t in range(spikes.shape[0] - 1, -1, -1):
+        if detach and not repeat:  # SPEC 5.3's case: a loop without flags, which vectorises
+            _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma,
+                                        alpha, grad_current, du_in, du_out, t, i0, i1, lane_v,
+                                        lane_dum)
+        else:
+            _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
+                               detach, repeat, grad_current, du_in, du_out, t, i0, i1, lane_v,
+                               lane_dum)
+        if t > 0:  # dlam += du-[t] u[t-1]   (u[0] = 0)
             for i in range(i0, i1):
-                um = membrane_pre[t, i]
-                s = spikes[t, i]
-                sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)  # ds/dz at z[t]
-                gs = grad_spikes[t, i] * sg  # ds[t] * sg[t]
-                d_u = du[i]  # du[t]
-                # du-[t] = ds sg / v + du[t] (1 - sg if the reset is not detached)
-                if detach:
-                    dum = gs / v + d_u
-                else:
-                    dum = gs / v + d_u * (1.0 - sg)
-                # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s [+ du sg u-/v])
-                gv = -gs * um / (v * v) - d_u * s
-                if not detach:
-                    gv += d_u * sg * um / v
-                acc_v += gv
-                # dlam += du-[t] u[t-1]   (u[0] = 0)
-                if t > 0:
-                    acc_lam += dum * (membrane_pre[t - 1, i] - v * spikes[t - 1, i])
-                du[i] = lam * dum  # du[t-1] = lam du-[t]
-                if repeat:
-                    grad_current[0, i] += dum  # sum_t dI[t], t = T..1
-                else:
-                    grad_current[t, i] = dum  # dI[t] = du-[t]
-        part_v[b] = acc_v
-        part_lam[b] = acc_lam
+                lane_lam[i - i0] += lane_dum[i - i0] * (membrane_pre[t - 1, i]
+                                                        - v * spikes[t - 1, i])
+        du_in, du_out = du_out, du_in
+    acc_v = 0.0
+    acc_lam = 0.0
+    for j in range(i1 - i0):
+        acc_v += lane_v[j]
+        acc_lam += lane_lam[j]
+    return acc_v, acc_lam
+
+
+@numba.njit(cache=True)
+def _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, detach,
+                       repeat, grad_current, du_in, du_out, t, i0, i1, lane_v, lane_dum):
+    """Step t of the backward over neurons [i0, i1): du_in holds du[t], du_out gets du[t-1],
+    lane_dum du-[t] in float64 (for dlam), lane_v the per-neuron sums of dv."""
+    for i in range(i0, i1):
+        um = membrane_pre[t, i]
+        sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)  # ds/dz at z[t]
+        gs = grad_spikes[t, i] * sg  # ds[t] * sg[t]
+        d_u = du_in[i]  # du[t]
+        # du-[t] = ds sg / v + du[t] (1 - sg if the reset is not detached)
+        if detach:
+            dum = gs / v + d_u
+        else:
+            dum = gs / v + d_u * (1.0 - sg)
+        # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s [+ du sg u-/v])
+        gv = -gs * um / (v * v) - d_u * spikes[t, i]
+        if not detach:
+            gv += d_u * sg * um / v
+        lane_v[i - i0] += gv
+        lane_dum[i - i0] = dum
+        du_out[i] = lam * dum  # du[t-1] = lam du-[t]
+        if repeat:
+            grad_current[0, i] += dum  # sum_t dI[t], t = T..1
+        else:
+            grad_current[t, i] = dum  # dI[t] = du-[t]
+
+
+@numba.njit(cache=True)
+def _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
+                                grad_current, du_in, du_out, t, i0, i1, lane_v, lane_dum):
+    """_lif_backward_step with detach=True, repeat=False written out: the same operations in
+    the same order (so the same bits), without the flags that keep LLVM from vectorising."""
+    for i in range(i0, i1):
+        um = membrane_pre[t, i]
+        sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)
+        gs = grad_spikes[t, i] * sg
+        d_u = du_in[i]
+        dum = gs / v + d_u
+        lane_v[i - i0] += -gs * um / (v * v) - d_u * spikes[t, i]
+        lane_dum[i - i0] = dum
+        du_out[i] = lam * dum
+        grad_current[t, i] = dum

@@ -369,7 +369,8 @@ def _run_backward(kernel, ds, um, spikes, v, lam, code, detach, repeat):
     n_chunks = (m + lif._CHUNK - 1) // lif._CHUNK
     gc = np.zeros((1 if repeat else t_steps, m))
     pv, pl = np.zeros(n_chunks), np.zeros(n_chunks)
-    kernel(ds, um, spikes, v, lam, code, GAMMA, ALPHA, detach, repeat, gc, np.empty(m), pv, pl)
+    kernel(ds, um, spikes, v, lam, code, GAMMA, ALPHA, detach, repeat, gc, np.empty((2, m)), pv,
+           pl)
     return gc, pv, pl
 
 
