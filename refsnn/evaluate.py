@@ -11,12 +11,15 @@ import argparse
 import json
 import sys
 
-import numpy as np
+from .runtime import configure_blas_threads, configure_runtime
 
-from .checkpoint import check_names_and_shapes, load_checkpoint
-from .data.datasets import load_dataset
-from .loop import evaluate, split_state
-from .runtime import configure_runtime
+configure_blas_threads()  # before numpy loads OpenBLAS (the imports below): see runtime.py
+
+import numpy as np  # noqa: E402
+
+from .checkpoint import check_names_and_shapes, load_checkpoint  # noqa: E402
+from .data.datasets import load_dataset  # noqa: E402
+from .loop import evaluate, split_state  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,12 @@ import json
 import os
 import sys
 
-from .data.datasets import DATASETS, load_dataset
-from .models.arch import ARCHS
-from .runtime import configure_runtime
+from .runtime import configure_blas_threads, configure_runtime
+
+configure_blas_threads()  # before numpy loads OpenBLAS (the imports below): see runtime.py
+
+from .data.datasets import DATASETS, load_dataset  # noqa: E402
+from .models.arch import ARCHS  # noqa: E402
 
 STAGES = ("ann", "compress", "convert", "snn", "report")  # pipeline order: A, B, C, D, E
 

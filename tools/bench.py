@@ -26,6 +26,10 @@ Environment, set for both libraries alike by re-executing this script once:
   them.
 - MALLOC_MMAP_MAX_=0 / MALLOC_TRIM_THRESHOLD_=2^31-1 keep freed buffers in the heap (no page
   faults on re-allocation; refsnn.runtime sets the same), the same for torch and refsnn.
+- OPENBLAS_THREAD_TIMEOUT=4: numpy's OpenBLAS threads sleep right after a GEMM instead of
+  spinning ~0.1 s on the cores the Numba kernels need (refsnn's entry points set the same:
+  refsnn.runtime.configure_blas_threads). torch's CPU wheel does its GEMMs and convolutions
+  with MKL / oneDNN, not OpenBLAS, so this touches refsnn only.
 """
 
 from __future__ import annotations
@@ -43,12 +47,15 @@ _ENV_FLAG = "REFSNN_BENCH_CHILD_ENV"
 
 
 def _clean_env(keep: bool) -> dict:
+    from refsnn.runtime import BLAS_THREAD_TIMEOUT  # imports no numpy
+
     env = dict(os.environ)
     if not keep:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     env.setdefault("MALLOC_MMAP_MAX_", "0")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**31 - 1))
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", BLAS_THREAD_TIMEOUT)
     env[_ENV_FLAG] = "1"
     return env
 

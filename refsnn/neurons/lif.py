@@ -249,10 +249,15 @@ def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, 
     for i in range(i0, i1):
         du_in[i] = 0.0  # du[T] = 0: nothing after the last step
     for t in range(spikes.shape[0] - 1, -1, -1):
-        if detach and not repeat:  # SPEC 5.3's case: a loop without flags, which vectorises
+        if detach:  # SPEC 5.3's case: loops without flags, which vectorise
             _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma,
-                                        alpha, grad_current, du_in, du_out, t, i0, i1, lane_v,
-                                        lane_dum)
+                                        alpha, du_in, du_out, t, i0, i1, lane_v, lane_dum)
+            if repeat:
+                for i in range(i0, i1):
+                    grad_current[0, i] += lane_dum[i - i0]  # sum_t dI[t], t = T..1
+            else:
+                for i in range(i0, i1):
+                    grad_current[t, i] = lane_dum[i - i0]  # dI[t] = du-[t]
         else:
             _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
                                detach, repeat, grad_current, du_in, du_out, t, i0, i1, lane_v,
@@ -300,9 +305,10 @@ def _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, a
 
 @numba.njit(cache=True)
 def _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
-                                grad_current, du_in, du_out, t, i0, i1, lane_v, lane_dum):
-    """_lif_backward_step with detach=True, repeat=False written out: the same operations in
-    the same order (so the same bits), without the flags that keep LLVM from vectorising."""
+                                du_in, du_out, t, i0, i1, lane_v, lane_dum):
+    """_lif_backward_step with detach=True written out, dI[t] left in lane_dum for the caller:
+    the same operations in the same order (so the same bits), without the flags that keep
+    LLVM from vectorising."""
     for i in range(i0, i1):
         um = membrane_pre[t, i]
         sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)
@@ -312,4 +318,3 @@ def _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code,
         lane_v[i - i0] += -gs * um / (v * v) - d_u * spikes[t, i]
         lane_dum[i - i0] = dum
         du_out[i] = lam * dum
-        grad_current[t, i] = dum
