@@ -35,7 +35,7 @@ from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
 from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
-from ..ops.event import unpack_event_grad
+from ..ops.event import conv2d_event_backward, conv2d_event_forward, unpack_event_grad
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward_keep
@@ -47,12 +47,27 @@ class NeuronRecord(NamedTuple):
     trace: LIFTrace  # spikes s[t], membrane_pre u-[t]: (T, N, ...)
 
 
+# Weight-sparse convs in training (sparse=): the forward scatters the input's spikes as events
+# (ops.event) when at most this fraction of the input is nonzero, else it runs the
+# shifted-plane kernels (ops.sparse_conv). Measured on vgg9's shapes at weight density 0.05,
+# T*N = 160, 2 threads: the event forward took 0.24 of the plane forward's time over the six
+# convs at input density 0.02, 0.40 at 0.05, 0.86 at 0.1 (about equal on 16x16 maps, faster
+# on smaller ones); the whole training step at tools/bench.py's operating point (inputs of
+# density 0.02-0.075) 23.5 ms/image with the limit at 0.05, 22.2 at 0.08, 21.6 at 0.1, 22.3
+# at 1 (events always).
+EVENT_MAX_DENSITY = 0.1
+# ... and, after an event forward, the weight gradient gathers over the events too when an
+# output map has at most this many positions (the same runs: 4x4 and 2x2 maps 0.07-0.36 of
+# the plane kernel's time; 16x16 maps 1.8-5.7 times it, from scattered reads of grad_y).
+EVENT_GRAD_W_MAX_POSITIONS = 16
+
+
 class ConvRecord(NamedTuple):
     layer: Conv
     x: np.ndarray  # input (T, N, C_in, H, W); the image (N, C_in, H, W) for the first layer
     neuron: NeuronRecord
     cols: np.ndarray | None = None  # im2col of x over the (T*N) batch (sparse convs: its
-    # padded planes), reused by the backward
+    # padded planes; None after an event forward), reused by the backward
 
 
 class PoolRecord(NamedTuple):
@@ -212,7 +227,7 @@ def _check_params(fn, arch, params, dtype):
 def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
                 masks: dict | None = None, spike: str = "heaviside", surrogate: str = "pwl",
                 gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA,
-                sparse: dict | None = None):
+                sparse: dict | None = None, event_max_density: float = EVENT_MAX_DENSITY):
     """The SNN's output U = sum_t W_L x_L[t] (the logits) and the tape for snn_backward.
 
     x: (N, C, H, W) normalised images, the same at every step (direct input), in the
@@ -223,20 +238,29 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
     forward differentiable, for gradient tests). sparse: {conv name: pack_event_weights of its
     current weight} for the stride-1 convs after the first that should run weight-sparse
     (ops/sparse_conv.py: d of the multiply-adds; the same numbers to rounding); pass the same
-    dict to snn_backward.
+    dict to snn_backward. Those convs scatter their input's spikes as events instead
+    (ops/event.py) when at most event_max_density of the input is nonzero: the same numbers
+    to rounding either way (0 never, 1 always; the default is measured, EVENT_MAX_DENSITY).
     """
     fn = "snn_forward"
     _check_forward(fn, arch, params, x, timesteps, spike, surrogate)
     _check_sparse(fn, arch, params, sparse)
+    if isinstance(event_max_density, bool) or not isinstance(event_max_density, (int, float)) \
+            or not 0.0 <= event_max_density <= 1.0:
+        raise ValueError(f"{fn}: event_max_density must be a number in [0, 1], got "
+                         f"{event_max_density!r}")
     opts = dict(spike=spike, surrogate=surrogate, gamma=gamma, alpha=alpha)
     tape, h = [], x  # h: (N, C, H, W) image, then (T, N, ...) from the first neuron on
     for layer in arch.layers:
         if isinstance(layer, Conv):
             static = h.ndim == 4  # the image: I_1 is the same at every step
             if sparse and layer.name in sparse and not static:
-                y, cols = conv2d_sparse_forward_keep(_merge(h), sparse[layer.name],
-                                                     padding=layer.padding)
-                current = _split(y, timesteps)  # cols: the padded planes, for the backward
+                hm, ew = _merge(h), sparse[layer.name]
+                if np.count_nonzero(hm) <= event_max_density * hm.size:  # few spikes
+                    y, cols = conv2d_event_forward(hm, ew, padding=layer.padding), None
+                else:  # cols: the padded planes, for the backward
+                    y, cols = conv2d_sparse_forward_keep(hm, ew, padding=layer.padding)
+                current = _split(y, timesteps)
             else:
                 current, cols = _conv_keep(layer, params, h)
             nr = _neuron(layer, params, current, timesteps if static else None, opts)
@@ -345,8 +369,14 @@ def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None):
     weights for the weight-sparse VJP); for the static image (x 4-D, g summed over t:
     (N, ...)) only the weight gradient."""
     if ew is not None:
-        cg = conv2d_sparse_backward(_merge(g), _merge(x), ew, padding=layer.padding, xp=cols)
-        grads[f"{layer.name}.weight"] = unpack_event_grad(ew, cg.w)
+        gm, xm = _merge(g), _merge(x)
+        if cols is None and g.shape[-2] * g.shape[-1] <= EVENT_GRAD_W_MAX_POSITIONS:
+            gw = conv2d_event_backward(gm, xm, ew, padding=layer.padding, need_x=False).w
+            cg = conv2d_sparse_backward(gm, xm, ew, padding=layer.padding, need_w=False)
+        else:  # cols None after an event forward: the planes are padded here
+            cg = conv2d_sparse_backward(gm, xm, ew, padding=layer.padding, xp=cols)
+            gw = cg.w
+        grads[f"{layer.name}.weight"] = unpack_event_grad(ew, gw)
         return _split(cg.x, x.shape[0])
     w = params[f"{layer.name}.weight"]
     if x.ndim == 4:

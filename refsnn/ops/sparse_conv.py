@@ -50,7 +50,8 @@ _BLOCK_BYTES = 1 << 22
 
 class SparseConvGrads(NamedTuple):
     x: np.ndarray | None  # dL/dx (N, C_in, H, W), or None when need_x=False
-    w: np.ndarray  # dL/dw of each packed live weight, (nnz,), in ew's entry order
+    w: np.ndarray | None  # dL/dw of each packed live weight, (nnz,), in ew's entry order (None
+    # when need_w=False)
 
 
 def _check(fn, x, ew, padding):
@@ -121,11 +122,12 @@ def conv2d_sparse_forward_keep(x: np.ndarray, ew: EventWeights, *, padding: int 
 
 
 def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, *,
-                           padding: int = 0, need_x: bool = True,
+                           padding: int = 0, need_x: bool = True, need_w: bool = True,
                            xp: np.ndarray | None = None,
                            block: int | None = None) -> SparseConvGrads:
     """conv2d_backward(grad_y, x, w, stride=1, padding=) through the live weights only: grad_w
-    per packed entry (unpack_event_grad makes it dense), grad_x through live weights. xp: the
+    per packed entry (unpack_event_grad makes it dense), grad_x through live weights; need_x /
+    need_w=False skip one (grad_x does not read x, so it needs no padded blocks). xp: the
     forward's padded blocks (conv2d_sparse_forward_keep), read only; the same result. block:
     as the forward's (the forward's, when xp is given)."""
     fn = "conv2d_sparse_backward"
@@ -145,7 +147,9 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     b, nb = _layout(n, c_in, ew.shape[0], hp, wp, x.dtype, block)
     c, offset = _entries(ew, wp)
     shape = (nb, c_in, b * lp + ew.shape[3])
-    if xp is None:
+    if xp is None and not need_w:
+        xp = np.empty((0, 0, 0), dtype=x.dtype)  # not read
+    elif xp is None:
         xp = _padded(x, padding, ew.shape[2], ew.shape[3], (b, nb))
     elif not isinstance(xp, np.ndarray) or xp.shape != shape or xp.dtype != x.dtype:
         raise ValueError(f"{fn}: xp must be the forward's {x.dtype} padded blocks of shape "
@@ -154,15 +158,16 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     size = (b - 1) * lp + ho * wp
     gy = np.zeros((nb, ew.shape[0], size), dtype=x.dtype)  # scratch stays zero
     _to_blocks(grad_y, gy, b, lp, wp, 0)
-    n_chunks = -(-nb // _CHUNK)
-    partial = np.zeros((n_chunks, ew.value.size), dtype=x.dtype)
-    _grad_w_kernel(gy, xp, c, offset, ew.out, partial)
-    grad_w = np.zeros(ew.value.size, dtype=x.dtype)
-    for k in range(n_chunks):  # chunk order, whatever the threads
-        grad_w += partial[k]
-    grad_x = None
+    grad_w = grad_x = None
+    if need_w:
+        n_chunks = -(-nb // _CHUNK)
+        partial = np.zeros((n_chunks, ew.value.size), dtype=x.dtype)
+        _grad_w_kernel(gy, xp, c, offset, ew.out, partial)
+        grad_w = np.zeros(ew.value.size, dtype=x.dtype)
+        for k in range(n_chunks):  # chunk order, whatever the threads
+            grad_w += partial[k]
     if need_x:
-        gxp = np.zeros_like(xp)
+        gxp = np.zeros(shape, dtype=x.dtype)
         _plane_axpy_kernel(gxp, c, offset, gy, ew.out, np.zeros_like(offset), ew.value, size)
         grad_x = np.empty_like(x)
         _from_blocks(gxp, grad_x, b, lp, wp, padding)

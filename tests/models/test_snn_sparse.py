@@ -1,7 +1,8 @@
 """SNN training through the weight-sparse convs (snn_forward/snn_backward(sparse=...)).
 
 vgg9 and vgg11 at width 1/16, T = 3, float64, irregular masks at densities 1, 0.3, 0.05,
-calibrated thresholds (test_snn_infer's helper), dropout masks drawn. With sparse= naming
+calibrated thresholds (test_snn_infer's helper), dropout masks drawn, the forward by events or
+by shifted planes (event_max_density 1 or 0). With sparse= naming
 every conv after the first, the forward must give the dense path's spikes and logits to
 1e-12 relative, and the backward every gradient to 1e-12 relative of its scale, except that
 the sparse convs' weight gradients are zero at pruned weights (the dense path computes them
@@ -29,10 +30,13 @@ def _sparse(arch, params):
     return {layer.name: pack_event_weights(params[f"{layer.name}.weight"]) for layer in convs}
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(name=st.sampled_from(["vgg9", "vgg11"]), seed=st.integers(0, 2**16),
-       density=st.sampled_from([1.0, 0.3, 0.05]), dropout=st.booleans())
-def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout):
+       density=st.sampled_from([1.0, 0.3, 0.05]), dropout=st.booleans(),
+       event=st.sampled_from([0.0, 1.0]))
+def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout, event):
+    """event: event_max_density, 0 (shifted-plane kernels only) or 1 (every sparse conv's
+    forward by events, and the weight gradient too on maps of <= 16 positions)."""
     infer_tests.IN_SHAPES.setdefault("vgg11", (3, 16, 16))
     arch, params, x = _network(name, seed, density, "irregular")
     arch = build_arch(name, in_shape=x.shape[1:], classes=4, width=1 / 16, dropout_conv=0.2,
@@ -41,7 +45,8 @@ def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dr
     masks = draw_dropout_masks(arch, x.shape[0], rng, np.float64) if dropout else None
     sparse = _sparse(arch, params)
     U, tape = snn_forward(arch, params, x, timesteps=T, masks=masks)
-    U2, tape2 = snn_forward(arch, params, x, timesteps=T, masks=masks, sparse=sparse)
+    U2, tape2 = snn_forward(arch, params, x, timesteps=T, masks=masks, sparse=sparse,
+                            event_max_density=event)
     scale = max(1.0, float(np.abs(U).max()))
     assert float(np.abs(U2 - U).max()) <= 1e-12 * scale
     tr, tr2 = snn_trace_arrays(arch, params, tape), snn_trace_arrays(arch, params, tape2)
@@ -81,6 +86,8 @@ def test_errors_name_the_layer():
         snn_forward(arch, params, x, timesteps=2,
                     sparse={first: pack_event_weights(params[f"{first}.weight"])})
     arch, params, x = _network("vgg9", 0, 1.0, "irregular")
+    with pytest.raises(ValueError, match="event_max_density"):
+        snn_forward(arch, params, x, timesteps=2, event_max_density=1.5)
     with pytest.raises(ValueError, match="current"):
         snn_forward(arch, params, x, timesteps=2,
                     sparse={"conv2": pack_event_weights(params["conv3.weight"])})

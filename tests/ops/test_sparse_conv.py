@@ -56,6 +56,9 @@ def test_sparse_conv_equals_the_dense_conv_at_the_mask(case, rho_x, rho_w, seed,
     _close(g.x, ref_x, dtype, "grad_x")
     _close(unpack_event_grad(ew, g.w), ref_w * (w != 0), dtype, "grad_w at the live weights")
     assert conv2d_sparse_backward(gy, x, ew, padding=pad, need_x=False).x is None
+    only_x = conv2d_sparse_backward(gy, x, ew, padding=pad, need_w=False)
+    assert only_x.w is None
+    np.testing.assert_array_equal(only_x.x, g.x)
 
 
 @given(case=stride1_cases(), n=st.integers(1, 7), block=st.integers(1, 8), seed=seeds,
