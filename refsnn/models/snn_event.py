@@ -285,13 +285,13 @@ def _conv_kernel(in_idx, in_val, in_cnt, row_of, col_of, ptr, p, q, out, value, 
                 lo, hi = ptr[c], ptr[c + 1]
                 if r >= kh - 1 - padding and r + padding < ho and s >= kw - 1 - padding \
                         and s + padding < wo:  # every target (r + padding - p, ...) in range
-                    for j in range(lo, hi):
-                        u[base + offset[j]] += value[j] * x
+                    for j in range(lo, hi):  # unsigned index: no negative-index wraparound
+                        u[np.uint64(base + offset[j])] += value[j] * x
                 else:
                     for j in range(lo, hi):
                         a, b = r + padding - p[j], s + padding - q[j]
                         if 0 <= a < ho and 0 <= b < wo:
-                            u[base + offset[j]] += value[j] * x
+                            u[np.uint64(base + offset[j])] += value[j] * x
             first += in_cnt[m, t]
             _fire(u, spk, v, lam)
             e0 = e
@@ -313,7 +313,7 @@ def _linear_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, c_out, v, lam, w
                 code, x = in_idx[m, e_in], in_val[m, e_in]
                 i = (code >> 16) * hw + (code & 0xFFFF)  # flattened (C, H, W) input index
                 for j in range(ptr[i], ptr[i + 1]):
-                    u[out[j]] += value[j] * x
+                    u[np.uint32(out[j])] += value[j] * x
             first += in_cnt[m, t]
             _fire(u, spk, v, lam)
             e0 = e
@@ -333,4 +333,4 @@ def _output_kernel(in_idx, in_val, in_cnt, hw, ptr, out, value, logits):
             code, x = in_idx[m, e_in], in_val[m, e_in]
             i = (code >> 16) * hw + (code & 0xFFFF)
             for j in range(ptr[i], ptr[i + 1]):
-                row[out[j]] += value[j] * x
+                row[np.uint32(out[j])] += value[j] * x

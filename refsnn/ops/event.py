@@ -159,7 +159,7 @@ def _scatter_conv(acc, v, r, s, g0, ptr, out, value, kh, kw, stride, padding):
             g = g0 + p * kw + q
             row = acc[a, b]
             for e in range(ptr[g], ptr[g + 1]):
-                row[out[e]] += value[e] * v
+                row[np.uint32(out[e])] += value[e] * v  # unsigned: no wraparound test
 
 
 def linear_event_forward(x: np.ndarray, ew: EventWeights) -> np.ndarray:
@@ -184,7 +184,7 @@ def _linear_event_kernel(x, ptr, out, value, y):
             if v == 0:
                 continue
             for e in range(ptr[i], ptr[i + 1]):
-                row[out[e]] += value[e] * v
+                row[np.uint32(out[e])] += value[e] * v  # unsigned: no wraparound test
 
 
 class EventConvGrads(NamedTuple):
@@ -280,7 +280,7 @@ def _conv_event_grad_w_kernel(gy, x, ptr, out, kh, kw, stride, padding, grad_w):
                             row = gy[m, a, b]
                             g = g0 + p * kw + q
                             for e in range(ptr[g], ptr[g + 1]):
-                                grad_w[e] += row[out[e]] * v
+                                grad_w[e] += row[np.uint32(out[e])] * v
 
 
 @numba.njit(cache=True, parallel=True)
@@ -302,4 +302,4 @@ def _conv_event_grad_x_kernel(gy, ptr, out, value, kh, kw, stride, padding, grad
                             row = gy[m, a, b]
                             g = g0 + p * kw + q
                             for e in range(ptr[g], ptr[g + 1]):
-                                grad_x[m, c, r, s] += value[e] * row[out[e]]
+                                grad_x[m, c, r, s] += value[e] * row[np.uint32(out[e])]
