@@ -269,7 +269,9 @@ def sgd_step(
 @numba.njit(cache=True)
 def _sgd_kernel(p, g_in, buf, neg_lr, wd, use_wd, momentum, one_minus_dampening, use_momentum,
                 first, nesterov):
-    # all arrays flat (n,), one dtype; scalars already rounded to that dtype
+    # all arrays flat (n,), one dtype; scalars already rounded to that dtype. One thread: it
+    # streams 5 arrays at the memory's speed already (37 M weights in 12 ms here; 2 threads
+    # in chunks took 15 ms)
     for i in range(p.size):
         g = g_in[i]
         if use_wd:
@@ -414,13 +416,30 @@ def adam_step(
         )
 
 
-@numba.njit(cache=True)
+_CHUNK = 1 << 16  # elements per parallel chunk of the Adam kernel (element-wise: any split
+# gives the same bits)
+
+
+@numba.njit(cache=True, parallel=True)
 def _adam_kernel(p, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
                  weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
                  bias_correction2_sqrt, eps, neg_step_size):
     # all arrays flat (n,), one dtype; scalars already rounded to that dtype;
-    # max_exp_avg_sq is exp_avg_sq itself when not amsgrad (then never written)
-    for i in range(p.size):
+    # max_exp_avg_sq is exp_avg_sq itself when not amsgrad (then never written). Chunk b
+    # updates elements [i0, i1) only: disjoint writes. (Adam does a square root and a division
+    # per element: 2 threads take 39 ms for 37 M weights here, 1 thread 77 ms.)
+    for b in numba.prange((p.size + _CHUNK - 1) // _CHUNK):
+        _adam_chunk(p, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                    weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                    bias_correction2_sqrt, eps, neg_step_size, b * _CHUNK,
+                    min(p.size, (b + 1) * _CHUNK))
+
+
+@numba.njit(cache=True)
+def _adam_chunk(p, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                bias_correction2_sqrt, eps, neg_step_size, i0, i1):
+    for i in range(i0, i1):
         g = g_in[i]
         if use_wd:
             g = fma(p[i], wd, g)  # grad.add(param, alpha=wd)

@@ -378,13 +378,32 @@ def test_adam_kernel_equals_py_func(dtype, amsgrad, weight_small):
     args = (dtype(0.01), True, w, w - dtype(1), weight_small, dtype(0.999), dtype(1 - 0.999),
             amsgrad, dtype(0.0316), dtype(1e-8), dtype(-0.2))
     outs = []
-    for kernel in (optim._adam_kernel, py_func(optim._adam_kernel)):
+    for kernel, extra in ((optim._adam_kernel, ()), (py_func(optim._adam_chunk), (0, p.size))):
         arrays = [a.copy() for a in (p, m, v, vmax)]
         pp, mm, vv, vx = arrays
-        kernel(pp, g, mm, vv, vx if amsgrad else vv, *args)
+        kernel(pp, g, mm, vv, vx if amsgrad else vv, *args, *extra)
         outs.append(arrays)
     for x, y in zip(*outs):
         np.testing.assert_array_equal(x, y)
+
+
+def test_update_kernels_over_chunks_equal_one_thread(numba_threads):
+    """SGD and Adam (parallel over chunks) over 3 chunks and a remainder, on 2 threads and on 1:
+    the same bits."""
+    rng = np.random.default_rng(13)
+    n = 3 * optim._CHUNK + 5
+    p, g = rng.standard_normal(n), rng.standard_normal(n)
+
+    def run():
+        params = {"w": p.copy()}
+        sgd = sgd_init(params)
+        sgd_step(params, {"w": g}, sgd, lr=0.1, momentum=0.9, weight_decay=0.01)
+        sgd_step(params, {"w": g}, sgd, lr=0.1, momentum=0.9, weight_decay=0.01)
+        adam = adam_init(params, amsgrad=True)
+        adam_step(params, {"w": g}, adam, lr=0.01, amsgrad=True, weight_decay=0.01)
+        return params["w"]
+
+    np.testing.assert_array_equal(numba_threads(2, run), numba_threads(1, run))
 
 
 # ---------------------------------------------------------------------------------------------
