@@ -197,7 +197,7 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                                   sparse=sparse, **_opts(cfg))
             loss = cross_entropy_forward(U, y)
             grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
-                                 masks=masks, sparse=sparse, **_opts(cfg))
+                                 masks=masks, sparse=sparse, consume_tape=True, **_opts(cfg))
             optimizer_step(scfg, trainable, grads, state,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)

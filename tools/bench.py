@@ -154,7 +154,7 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
         U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks, sparse=sparse)
         cross_entropy_forward(U, y)
         grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks,
-                             sparse=sparse)
+                             sparse=sparse, consume_tape=True)  # as stage D does
         adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
         for name, m in (weight_masks or {}).items():
             params[f"{name}.weight"] *= m

@@ -293,7 +293,8 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
 def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
                  masks: dict | None = None, surrogate: str = "pwl",
                  gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA,
-                 detach_reset: bool = True, sparse: dict | None = None) -> dict:
+                 detach_reset: bool = True, sparse: dict | None = None,
+                 consume_tape: bool = False) -> dict:
     """Gradients of a scalar loss with respect to every SNN parameter, given dL/dU (SPEC 5.3).
 
     Returns {"<layer>.weight": array, "<layer>.threshold": 0-d, "<layer>.leak": 0-d} in
@@ -307,7 +308,9 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     of sum_t du-_1[t]; the image gets no gradient. masks, surrogate, gamma, alpha must be the
     forward's; detach_reset as lif_backward (True = SPEC 5.3). sparse: the forward's; those
     convs' weight gradients are computed for the live weights only (zero at pruned weights,
-    where the dense path gives the full gradient).
+    where the dense path gives the full gradient). consume_tape=True lets the backward write
+    its temporaries over the tape's im2col matrices (one matrix fewer alive at a time: lower
+    peak memory; the same gradients, bit for bit); the tape cannot be used again.
     """
     fn = "snn_backward"
     check_array(fn, "grad_U", grad_U, ndim=2, dims="(N, classes)")
@@ -315,6 +318,8 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     if not tape or not isinstance(tape[-1], OutputRecord):
         raise ValueError(f"{fn}: tape must be the list returned by snn_forward")
     _check_params(fn, arch, params, grad_U.dtype)
+    if not isinstance(consume_tape, bool):
+        raise TypeError(f"{fn}: consume_tape must be a bool, got {consume_tape!r}")
     opts = dict(surrogate=surrogate, gamma=gamma, alpha=alpha, detach_reset=detach_reset)
     grads, g = {}, grad_U
     for rec in reversed(tape):
@@ -337,7 +342,8 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,
                                grads, opts)
             ew = sparse.get(rec.layer.name) if sparse and rec.x.ndim == 5 else None
-            g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols, ew=ew)
+            g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols, ew=ew,
+                           overwrite=consume_tape)
         else:  # BlockRecord
             blk = rec.layer
             g_i2 = _neuron_back(g, blk.conv2, rec.neuron2, params, grads, opts)  # at the sum
@@ -364,7 +370,7 @@ def _neuron_back(grad_spikes, layer, nr: NeuronRecord, params, grads, opts):
     return lg.current
 
 
-def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None):
+def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None, overwrite=False):
     """conv VJP over the (T*N) batch (cols: the forward's im2col, if kept; ew: packed live
     weights for the weight-sparse VJP); for the static image (x 4-D, g summed over t:
     (N, ...)) only the weight gradient."""
@@ -384,7 +390,7 @@ def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None):
         grads[f"{layer.name}.weight"] = cg.w
         return None
     cg = conv2d_backward(_merge(g), _merge(x), w, stride=layer.stride, padding=layer.padding,
-                         cols=cols)
+                         cols=cols, overwrite_cols=overwrite and cols is not None)
     grads[f"{layer.name}.weight"] = cg.w
     return _split(cg.x, x.shape[0])
 

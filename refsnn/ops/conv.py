@@ -95,6 +95,7 @@ def conv2d_backward(
     padding: int = 0,
     need_x: bool = True,
     cols: np.ndarray | None = None,
+    overwrite_cols: bool = False,
 ) -> Conv2dGrads:
     """Vector-Jacobian product of conv2d_forward at (x, w) with cotangent grad_y.
 
@@ -103,8 +104,10 @@ def conv2d_backward(
                          grad_y[n, o, i, j] * w[o, c, p, q]
     grad_y: (N, C_out, H_out, W_out); returns Conv2dGrads(x=(N, C_in, H, W) or None, w=w.shape).
     need_x=False skips grad_x (the first layer of a network needs none). cols: the forward's
-    im2col matrix (conv2d_forward_keep), reused instead of rebuilt, read only; the result is
-    bit-identical either way.
+    im2col matrix (conv2d_forward_keep), reused instead of rebuilt, read only unless
+    overwrite_cols=True, which lets the backward write its grad-of-cols matrix over it (one
+    matrix less in memory; the caller must not use cols again); the result is bit-identical
+    either way.
     Matches torch.nn.grad.conv2d_input / conv2d_weight.
     """
     fn = "conv2d_backward"
@@ -120,8 +123,10 @@ def conv2d_backward(
         )
     gy_cm = np.empty((c_out, n, ho * wo), dtype=x.dtype)  # grad_y as (C_out, N*P)
     _nchw_to_cm_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo), gy_cm)
-    scratch = cols is None
-    if scratch:
+    if not isinstance(overwrite_cols, bool):
+        raise TypeError(f"{fn}: overwrite_cols must be a bool, got {overwrite_cols!r}")
+    scratch = cols is None or overwrite_cols
+    if cols is None:
         cols = im2col(x, kh, kw, stride, padding, ho, wo)
     else:
         k = (c_in * kh * kw, n * ho * wo)

@@ -304,6 +304,11 @@ def test_backward_with_the_forwards_cols_is_bit_identical():
         b = conv2d_backward(g, x, w, stride=stride, padding=padding)
         assert np.array_equal(a.x, b.x) and np.array_equal(a.w, b.w)
         assert np.array_equal(out.cols, kept)
+        # overwrite_cols=True: the same bits, and the matrix is reused as the backward's scratch
+        c = conv2d_backward(g, x, w, stride=stride, padding=padding, cols=out.cols,
+                            overwrite_cols=True)
+        assert np.array_equal(c.x, b.x) and np.array_equal(c.w, b.w)
+        assert not np.array_equal(out.cols, kept)
 
 
 def test_backward_rejects_cols_of_another_shape():
@@ -317,3 +322,5 @@ def test_backward_rejects_cols_of_another_shape():
         conv2d_backward(np.ones_like(out.y), x, w, padding=1, cols=out.cols[:, :-1])
     with pytest.raises(ValueError, match="cols must be"):
         conv2d_backward(np.ones_like(out.y), x, w, padding=1, cols=out.cols.astype(np.float32))
+    with pytest.raises(TypeError, match="overwrite_cols must be a bool"):
+        conv2d_backward(np.ones_like(out.y), x, w, padding=1, cols=out.cols, overwrite_cols=1)
