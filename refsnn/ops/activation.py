@@ -107,9 +107,9 @@ def _relu_backward_kernel(grad_y, y, grad_x):
             grad_x[i] = 0.0 if y[i] <= 0 else grad_y[i]  # torch's threshold_backward
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _mul_kernel(a, b_, out):
-    n = a.size
-    for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            out[i] = a[i] * b_[i]
+    # one thread: a plain loop vectorises and streams at the memory's speed; as a prange over
+    # chunks on the workqueue layer it took 9-11x longer (262 k float32: 321 vs 28 us)
+    for i in range(a.size):
+        out[i] = a[i] * b_[i]
