@@ -249,19 +249,18 @@ def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, 
     for i in range(i0, i1):
         du_in[i] = 0.0  # du[T] = 0: nothing after the last step
     for t in range(spikes.shape[0] - 1, -1, -1):
-        if detach:  # SPEC 5.3's case: loops without flags, which vectorise
+        if detach:  # SPEC 5.3's case: a loop without flags, which vectorises
             _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma,
                                         alpha, du_in, du_out, t, i0, i1, lane_v, lane_dum)
-            if repeat:
-                for i in range(i0, i1):
-                    grad_current[0, i] += lane_dum[i - i0]  # sum_t dI[t], t = T..1
-            else:
-                for i in range(i0, i1):
-                    grad_current[t, i] = lane_dum[i - i0]  # dI[t] = du-[t]
         else:
             _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
-                               detach, repeat, grad_current, du_in, du_out, t, i0, i1, lane_v,
-                               lane_dum)
+                               du_in, du_out, t, i0, i1, lane_v, lane_dum)
+        if repeat:  # dI[t] = du-[t], left in lane_dum by either step
+            for i in range(i0, i1):
+                grad_current[0, i] += lane_dum[i - i0]  # sum_t dI[t], t = T..1
+        else:
+            for i in range(i0, i1):
+                grad_current[t, i] = lane_dum[i - i0]
         if t > 0:  # dlam += du-[t] u[t-1]   (u[0] = 0)
             for i in range(i0, i1):
                 lane_lam[i - i0] += lane_dum[i - i0] * (membrane_pre[t - 1, i]
@@ -276,39 +275,29 @@ def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, 
 
 
 @numba.njit(cache=True)
-def _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, detach,
-                       repeat, grad_current, du_in, du_out, t, i0, i1, lane_v, lane_dum):
-    """Step t of the backward over neurons [i0, i1): du_in holds du[t], du_out gets du[t-1],
-    lane_dum du-[t] in float64 (for dlam), lane_v the per-neuron sums of dv."""
+def _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha, du_in,
+                       du_out, t, i0, i1, lane_v, lane_dum):
+    """Step t of the backward over neurons [i0, i1) with the reset not detached: du_in holds
+    du[t], du_out gets du[t-1], lane_dum du-[t] in float64 (dI[t], and for dlam), lane_v the
+    per-neuron sums of dv."""
     for i in range(i0, i1):
         um = membrane_pre[t, i]
         sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)  # ds/dz at z[t]
         gs = grad_spikes[t, i] * sg  # ds[t] * sg[t]
         d_u = du_in[i]  # du[t]
-        # du-[t] = ds sg / v + du[t] (1 - sg if the reset is not detached)
-        if detach:
-            dum = gs / v + d_u
-        else:
-            dum = gs / v + d_u * (1.0 - sg)
-        # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s [+ du sg u-/v])
-        gv = -gs * um / (v * v) - d_u * spikes[t, i]
-        if not detach:
-            gv += d_u * sg * um / v
-        lane_v[i - i0] += gv
+        dum = gs / v + d_u * (1.0 - sg)  # du-[t] = ds sg / v + du[t] (1 - sg)
+        # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s + du sg u-/v)
+        lane_v[i - i0] += -gs * um / (v * v) - d_u * spikes[t, i] + d_u * sg * um / v
         lane_dum[i - i0] = dum
         du_out[i] = lam * dum  # du[t-1] = lam du-[t]
-        if repeat:
-            grad_current[0, i] += dum  # sum_t dI[t], t = T..1
-        else:
-            grad_current[t, i] = dum  # dI[t] = du-[t]
 
 
 @numba.njit(cache=True)
 def _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, alpha,
                                 du_in, du_out, t, i0, i1, lane_v, lane_dum):
-    """_lif_backward_step with detach=True written out, dI[t] left in lane_dum for the caller:
-    the same operations in the same order (so the same bits), without the flags that keep
-    LLVM from vectorising."""
+    """_lif_backward_step with the reset detached (SPEC 5.3): s[t] is a constant in the reset,
+    so du-[t] = ds sg / v + du[t] and dv loses the du sg u-/v term. Its own function (not a
+    flag of the other) so that the loop has no branch and LLVM vectorises it."""
     for i in range(i0, i1):
         um = membrane_pre[t, i]
         sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)

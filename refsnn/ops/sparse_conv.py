@@ -84,7 +84,7 @@ def _layout(n, c_in, c_out, hp, wp, dtype, block):
 
 def _padded(x, padding, kh, kw, block):
     """x zero-padded into blocks: (nb, C, B*Lp + kw) (the tail keeps every tap's shifted read
-    in bounds); sample i is plane i % B of block i // B. Returns (xp, B)."""
+    in bounds); sample i is plane i % B of block i // B. block: the layout (B, nb)."""
     n, c, h, w = x.shape
     hp, wp = h + 2 * padding, w + 2 * padding
     b, nb = block
