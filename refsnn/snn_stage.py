@@ -24,9 +24,9 @@ from .checkpoint import check_names_and_shapes, load_checkpoint
 from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate, metrics_append,
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
-from .models.arch import Conv, build_arch, draw_dropout_masks, param_shapes
+from .models.arch import build_arch, draw_dropout_masks, param_shapes
 from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
-                         spiking_layers)
+                         sparse_layer_names, spiking_layers)
 from .ops.event import pack_event_weights, refresh_event_weights
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .optim import adam_init
@@ -240,12 +240,12 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 
 
 def _sparse_packs(arch, params) -> dict:
-    """{conv: pack_event_weights(weight)} of the stride-1 convs after the first (outside
-    residual blocks) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse;
-    the masks are frozen, so packed once."""
-    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
-    packs = {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
-             for layer in convs if layer.stride == 1}
+    """{layer: pack_event_weights(weight)} of the layers snn_forward can run weight-sparse
+    (sparse_layer_names: the stride-1 convs after the first, outside residual blocks, and the
+    hidden linears) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse; the
+    masks are frozen, so packed once."""
+    packs = {name: pack_event_weights(params[f"{name}.weight"])
+             for name in sparse_layer_names(arch)}
     return {k: ew for k, ew in packs.items() if ew.density <= SPARSE_MAX_DENSITY}
 
 

@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage snn on a compressed model: keep sparse learning, or keep stage "
                         "convert's masks fixed")
     g.add_argument("--snn-kernels", choices=("dense", "sparse"), default="dense",
-                   help="stage snn: the reference GEMM convs, or the weight-sparse convs for "
-                        "layers of density <= 0.2 (ops/sparse_conv.py; equal to rounding; "
+                   help="stage snn: the reference GEMMs, or weight-sparse convs and hidden "
+                        "linears for layers of density <= 0.2 (ops/sparse_conv.py, "
+                        "ops/sparse_linear.py; equal to rounding; "
                         "faster on wide layers at low density, slower on small ones: see "
                         "docs/performance.md; needs --mask frozen, since they compute no "
                         "gradient for pruned weights)")

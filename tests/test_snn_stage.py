@@ -102,10 +102,10 @@ def test_evaluate_snn_reports_spec6_metrics(tmp_path, capsys):
 
 def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path, monkeypatch):
     # one compressed float64 model, stage D twice from its convert checkpoint with frozen
-    # masks: the weight-sparse convs must end at the dense path's weights to rounding
+    # masks: the weight-sparse layers must end at the dense path's weights to rounding
     import shutil
 
-    monkeypatch.setattr(snn_stage, "SPARSE_MAX_DENSITY", 1.0)  # every conv after the first
+    monkeypatch.setattr(snn_stage, "SPARSE_MAX_DENSITY", 1.0)  # every layer that can
     used = []
     packs = snn_stage._sparse_packs
     monkeypatch.setattr(snn_stage, "_sparse_packs", lambda *a: used.append(packs(*a)) or used[-1])
@@ -122,7 +122,8 @@ def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path, monkeypatch):
         assert train.main(base + ["--stages", "snn", "--snn-kernels", kernels,
                                   "--out", str(out)]) == 0
         runs[kernels] = load_checkpoint(out / "snn.safetensors")[0]
-    assert len(used) == 1 and len(used[0]) == 6  # conv2..conv7 ran weight-sparse
+    assert len(used) == 1 and sorted(used[0]) == sorted(  # conv2..conv7, fc1, fc2 ran sparse
+        [f"conv{i}" for i in range(2, 8)] + ["fc1", "fc2"])
     dense, sparse = runs["dense"], runs["sparse"]
     for key, ref in dense.items():
         if key.startswith(("optim.", "mask.")) or not isinstance(ref, np.ndarray):

@@ -218,7 +218,8 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     (snn_event_infer, VGG) and by snn_infer's per-layer "auto" paths."""
     import numpy as np
 
-    from refsnn.models.arch import Block, Conv
+    from refsnn.models.arch import Block
+    from refsnn.models.snn import sparse_layer_names
     from refsnn.models.snn_event import pack_event_network, snn_event_infer
     from refsnn.ops.event import pack_event_weights
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
@@ -227,9 +228,8 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     wmasks, measured = _operating_point(arch, params, x, timesteps, weight_density, activity,
                                         rng)
     train_dense = _timeit(lambda: train_step(wmasks), warmup, repeats)
-    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
-    packs = {layer.name: pack_event_weights(params[f"{layer.name}.weight"])
-             for layer in convs if layer.stride == 1}  # once per mask change
+    packs = {name: pack_event_weights(params[f"{name}.weight"])
+             for name in sparse_layer_names(arch)}  # once per mask change
     train = _timeit(lambda: train_step(wmasks, packs), warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
@@ -245,7 +245,8 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)
     total = sum(params[f"{k}.weight"].size for k in wmasks)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
-            "train_engine": "weight-sparse convs (snn_forward/backward sparse=)",
+            "train_engine": "weight-sparse convs and hidden linears (snn_forward/backward "
+                            "sparse=)",
             "train_dense_path": _summary(train_dense, batch, "train"), "infer_engine": engine,
             "infer_per_layer_paths": _summary(per_layer, batch, "infer"), "paths": paths,
             "weight_density": live / total, "spike_activity": measured}

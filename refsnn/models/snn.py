@@ -35,10 +35,12 @@ from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
 from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
-from ..ops.event import conv2d_event_backward, conv2d_event_forward, unpack_event_grad
+from ..ops.event import (conv2d_event_backward, conv2d_event_forward, linear_event_forward,
+                         unpack_event_grad)
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward_keep
+from ..ops.sparse_linear import linear_sparse_backward
 from .arch import POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_layers, weight_shape
 
 
@@ -196,20 +198,30 @@ def _check_forward(fn, arch, params, x, timesteps, spike, surrogate):
 
 
 def _check_sparse(fn, arch, params, sparse):
-    """sparse may name the stride-1 Conv layers of the network's top level after the first,
-    each with the packing of its current weight (same shape, values of the weight's dtype)."""
+    """sparse may name the stride-1 Conv layers of the network's top level after the first and
+    the hidden Linear layers, each with the packing of its current weight (same shape, values of
+    the weight's dtype)."""
     if not sparse:
         return
-    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
-    allowed = {layer.name: layer for layer in convs if layer.stride == 1}
+    allowed = sparse_layer_names(arch)
     for name, ew in sparse.items():
         if name not in allowed:
             raise ValueError(f"{fn}: sparse[{name!r}]: only the stride-1 convs after the first "
-                             f"(outside residual blocks) run weight-sparse: {sorted(allowed)}")
+                             f"(outside residual blocks) and the hidden linear layers run "
+                             f"weight-sparse: {list(allowed)}")
         w = params[f"{name}.weight"]
         if getattr(ew, "shape", None) != w.shape or ew.value.dtype != w.dtype:
             raise ValueError(f"{fn}: sparse[{name!r}] must be pack_event_weights of the current "
                              f"{w.dtype} weight of shape {w.shape}")
+
+
+def sparse_layer_names(arch: Arch) -> tuple:
+    """The layers snn_forward / snn_backward can run weight-sparse (sparse=), in network order:
+    the stride-1 convs of the top level after the first, and the hidden (spiking) linears."""
+    first = next(layer.name for layer in arch.layers if isinstance(layer, Conv))
+    return tuple(layer.name for layer in arch.layers
+                 if (isinstance(layer, Conv) and layer.stride == 1 and layer.name != first)
+                 or (isinstance(layer, Linear) and layer.act))
 
 
 def _check_params(fn, arch, params, dtype):
@@ -235,12 +247,14 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
     "<layer>.threshold" / "<layer>.leak" (0-d) for every spiking layer (snn_init_neurons).
     masks: {layer name: (N, ...) dropout mask} from draw_dropout_masks, reused at every step,
     or None (no dropout). spike / surrogate / gamma / alpha: as lif_forward ("smooth" makes the
-    forward differentiable, for gradient tests). sparse: {conv name: pack_event_weights of its
-    current weight} for the stride-1 convs after the first that should run weight-sparse
-    (ops/sparse_conv.py: d of the multiply-adds; the same numbers to rounding); pass the same
-    dict to snn_backward. Those convs scatter their input's spikes as events instead
-    (ops/event.py) when at most event_max_density of the input is nonzero: the same numbers
-    to rounding either way (0 never, 1 always; the default is measured, EVENT_MAX_DENSITY).
+    forward differentiable, for gradient tests). sparse: {layer name: pack_event_weights of its
+    current weight} for the layers that should run weight-sparse (sparse_layer_names: the
+    stride-1 convs after the first, ops/sparse_conv.py, d of the multiply-adds; the hidden
+    linears, whose backward is ops/sparse_linear.py; the same numbers to rounding); pass the
+    same dict to snn_backward. Those layers scatter their input's spikes as events instead
+    (ops/event.py) when at most event_max_density of the input is nonzero (a sparse linear's
+    forward is otherwise the masked weight's GEMM): the same numbers to rounding either way
+    (0 never, 1 always; the default is measured, EVENT_MAX_DENSITY).
     """
     fn = "snn_forward"
     _check_forward(fn, arch, params, x, timesteps, spike, surrogate)
@@ -271,7 +285,11 @@ def snn_forward(arch: Arch, params: dict, x: np.ndarray, *, timesteps: int,
             h = _split(avg_pool2d_forward(_merge(h), kernel=POOL_KERNEL), timesteps)
         elif isinstance(layer, Linear) and layer.act:
             x2 = h.reshape(h.shape[0] * h.shape[1], -1)  # flatten each (t, n) sample, C order
-            cur = linear_forward(x2, params[f"{layer.name}.weight"])  # (T*N, n_out)
+            if sparse and layer.name in sparse and \
+                    np.count_nonzero(x2) <= event_max_density * x2.size:  # few spikes
+                cur = linear_event_forward(x2, sparse[layer.name])
+            else:  # the masked weight's GEMM (pruned weights are 0)
+                cur = linear_forward(x2, params[f"{layer.name}.weight"])  # (T*N, n_out)
             nr = _neuron(layer, params, _split(cur, timesteps), None, opts)
             tape.append(LinearRecord(layer, x2, h.shape, nr))
             h = _drop(nr.trace.spikes, masks, layer.name)
@@ -307,7 +325,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     The first layer's current is the same at every t, so its weight gradient is one conv VJP
     of sum_t du-_1[t]; the image gets no gradient. masks, surrogate, gamma, alpha must be the
     forward's; detach_reset as lif_backward (True = SPEC 5.3). sparse: the forward's; those
-    convs' weight gradients are computed for the live weights only (zero at pruned weights,
+    layers' weight gradients are computed for the live weights only (zero at pruned weights,
     where the dense path gives the full gradient). consume_tape=True lets the backward write
     its temporaries over the tape's im2col matrices (one matrix fewer alive at a time: lower
     peak memory; the same gradients, bit for bit); the tape cannot be used again.
@@ -335,8 +353,13 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
         elif isinstance(rec, LinearRecord):
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,
                                grads, opts)
-            lg = linear_backward(_merge(g_i), rec.x, params[f"{rec.layer.name}.weight"])
-            grads[f"{rec.layer.name}.weight"] = lg.w
+            ew = sparse.get(rec.layer.name) if sparse else None
+            if ew is not None:  # through the live weights only
+                lg = linear_sparse_backward(_merge(g_i), rec.x, ew)
+                grads[f"{rec.layer.name}.weight"] = unpack_event_grad(ew, lg.w)
+            else:
+                lg = linear_backward(_merge(g_i), rec.x, params[f"{rec.layer.name}.weight"])
+                grads[f"{rec.layer.name}.weight"] = lg.w
             g = lg.x.reshape(rec.x_shape)
         elif isinstance(rec, ConvRecord):
             g_i = _neuron_back(_drop(g, masks, rec.layer.name), rec.layer, rec.neuron, params,

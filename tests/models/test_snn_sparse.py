@@ -1,11 +1,11 @@
-"""SNN training through the weight-sparse convs (snn_forward/snn_backward(sparse=...)).
+"""SNN training through the weight-sparse layers (snn_forward/snn_backward(sparse=...)).
 
 vgg9 and vgg11 at width 1/16, T = 3, float64, irregular masks at densities 1, 0.3, 0.05,
 calibrated thresholds (test_snn_infer's helper), dropout masks drawn, the forward by events or
-by shifted planes (event_max_density 1 or 0). With sparse= naming
-every conv after the first, the forward must give the dense path's spikes and logits to
+by shifted planes or GEMMs (event_max_density 1 or 0). With sparse= naming
+every conv after the first and every hidden linear layer, the forward must give the dense path's spikes and logits to
 1e-12 relative, and the backward every gradient to 1e-12 relative of its scale, except that
-the sparse convs' weight gradients are zero at pruned weights (the dense path computes them
+the sparse layers' weight gradients are zero at pruned weights (the dense path computes them
 there too): compared as dense gradient x mask.
 """
 
@@ -18,16 +18,17 @@ from hypothesis import strategies as st
 
 import models.test_snn_infer as infer_tests
 from models.test_snn_infer import T, _network
-from refsnn.models.arch import Conv, build_arch, draw_dropout_masks, init_params
-from refsnn.models.snn import snn_backward, snn_forward, snn_init_neurons, snn_trace_arrays
+from refsnn.models.arch import Linear, build_arch, draw_dropout_masks, init_params
+from refsnn.models.snn import (snn_backward, snn_forward, snn_init_neurons, snn_trace_arrays,
+                               sparse_layer_names)
 from refsnn.ops.event import pack_event_weights, refresh_event_weights
 
 pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
 
 
 def _sparse(arch, params):
-    convs = [layer for layer in arch.layers if isinstance(layer, Conv)][1:]
-    return {layer.name: pack_event_weights(params[f"{layer.name}.weight"]) for layer in convs}
+    return {name: pack_event_weights(params[f"{name}.weight"])
+            for name in sparse_layer_names(arch)}
 
 
 @settings(max_examples=12, deadline=None)
@@ -35,8 +36,8 @@ def _sparse(arch, params):
        density=st.sampled_from([1.0, 0.3, 0.05]), dropout=st.booleans(),
        event=st.sampled_from([0.0, 1.0]))
 def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout, event):
-    """event: event_max_density, 0 (shifted-plane kernels only) or 1 (every sparse conv's
-    forward by events, and the weight gradient too on maps of <= 16 positions)."""
+    """event: event_max_density, 0 (shifted-plane kernels and GEMMs only) or 1 (every sparse
+    layer's forward by events, and the conv weight gradient too on maps of <= 16 positions)."""
     infer_tests.IN_SHAPES.setdefault("vgg11", (3, 16, 16))
     arch, params, x = _network(name, seed, density, "irregular")
     arch = build_arch(name, in_shape=x.shape[1:], classes=4, width=1 / 16, dropout_conv=0.2,
@@ -106,3 +107,9 @@ def test_errors_name_the_layer():
     with pytest.raises(ValueError, match="current"):
         snn_forward(arch, params, x, timesteps=2,
                     sparse={"conv2": pack_event_weights(params["conv3.weight"])})
+    out = arch.layers[-1].name  # the output layer (its input is the spike count) stays dense
+    assert isinstance(arch.layers[-1], Linear) and not arch.layers[-1].act
+    assert "fc1" in sparse_layer_names(arch) and out not in sparse_layer_names(arch)
+    with pytest.raises(ValueError, match="hidden linear layers"):
+        snn_forward(arch, params, x, timesteps=2,
+                    sparse={out: pack_event_weights(params[f"{out}.weight"])})
