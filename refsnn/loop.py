@@ -56,11 +56,16 @@ def optimizer_init(cfg: dict, params: dict) -> dict:
     return sgd_init(params)
 
 
-def optimizer_step(cfg: dict, params, grads, state, *, lr: float, no_decay=()) -> None:
-    """One in-place step of the configured optimizer (torch.optim semantics)."""
+def optimizer_step(cfg: dict, params, grads, state, *, lr: float, no_decay=(),
+                   live=None) -> None:
+    """One in-place step of the configured optimizer (torch.optim semantics); live: Adam's
+    live elements (adam_step(live=), packed gradients)."""
     if cfg["optimizer"] == "adam":
         adam_step(params, grads, state, lr=lr, weight_decay=cfg["weight_decay"],
-                  amsgrad=cfg["amsgrad"], no_decay=no_decay)
+                  amsgrad=cfg["amsgrad"], no_decay=no_decay, live=live)
+    elif live:
+        raise ValueError("optimizer_step: live elements need optimizer 'adam', got "
+                         f"{cfg['optimizer']!r}")
     else:
         sgd_step(params, grads, state, lr=lr, momentum=cfg["momentum"],
                  nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"], no_decay=no_decay)

@@ -46,13 +46,13 @@ exactly through ``fractions.Fraction``), bit for bit the same as the compiled on
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from refsnn._checks import check_array, check_prob
+from refsnn._checks import check_prob
 from refsnn._fma import fma
+from refsnn._optim_checks import (_check_grads, _check_live, _check_no_decay, _check_number,
+                                  _check_params, _check_slot, _check_state, _check_step)
 
 __all__ = [
     "adam_init",
@@ -62,119 +62,6 @@ __all__ = [
     "sgd_momentum",
     "sgd_step",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation shared by both optimizers.
-
-
-def _check_number(fn: str, name: str, value, *, minimum: float | None = None) -> float:
-    """Require a real number (not bool), finite, and >= minimum when given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
-    if minimum is not None and not v >= minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return v
-
-
-def _check_params(fn: str, params) -> None:
-    """Require a non-empty dict name -> writable C-contiguous float32/float64 array."""
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"{fn}: params must be a dict name -> numpy.ndarray, got {type(params).__name__}"
-        )
-    for name, p in params.items():
-        if not isinstance(name, str):
-            raise TypeError(
-                f"{fn}: parameter names must be str, got {type(name).__name__} {name!r}"
-            )
-        check_array(fn, f"params[{name!r}]", p)
-        if not (p.flags.c_contiguous and p.flags.writeable):
-            raise ValueError(
-                f"{fn}: params[{name!r}] must be C-contiguous and writeable (it is updated in "
-                f"place), got c_contiguous={p.flags.c_contiguous}, writeable={p.flags.writeable}"
-            )
-
-
-def _check_grads(fn: str, params: dict, grads) -> None:
-    """Require grads with exactly the keys, shapes and dtypes of params."""
-    if not isinstance(grads, dict):
-        raise TypeError(
-            f"{fn}: grads must be a dict name -> numpy.ndarray, got {type(grads).__name__}"
-        )
-    missing = sorted(set(params) - set(grads))
-    extra = sorted(set(grads) - set(params))
-    if missing or extra:
-        raise ValueError(
-            f"{fn}: grads must have the keys of params; missing {missing}, unexpected {extra}"
-        )
-    for name, p in params.items():
-        g = check_array(fn, f"grads[{name!r}]", grads[name])
-        if g.shape != p.shape:
-            raise ValueError(
-                f"{fn}: grads[{name!r}].shape={g.shape}, expected {p.shape} (the parameter's)"
-            )
-        if g.dtype != p.dtype:
-            raise TypeError(
-                f"{fn}: grads[{name!r}].dtype={g.dtype}, expected {p.dtype} (the parameter's; "
-                f"no silent promotion)"
-            )
-
-
-def _check_no_decay(fn: str, params: dict, no_decay) -> frozenset:
-    """Require an iterable of parameter names (not a bare string)."""
-    if isinstance(no_decay, (str, bytes)):
-        raise TypeError(
-            f"{fn}: no_decay must be a collection of names, got the string {no_decay!r}"
-        )
-    names = frozenset(no_decay)
-    unknown = sorted(n for n in names if n not in params)
-    if unknown:
-        raise ValueError(
-            f"{fn}: no_decay names {unknown} are not parameters; known: {sorted(params)}"
-        )
-    return names
-
-
-def _check_slot(fn: str, state, slot: str, name: str, p: np.ndarray) -> np.ndarray:
-    """Return state[f"{slot}.{name}"], required to be shaped and typed like parameter p."""
-    key = f"{slot}.{name}"
-    if key not in state:
-        raise ValueError(f"{fn}: state has no {key!r}; create the state with the matching *_init")
-    a = state[key]
-    check_array(fn, f"state[{key!r}]", a)
-    if a.shape != p.shape or a.dtype != p.dtype:
-        raise ValueError(
-            f"{fn}: state[{key!r}] has shape {a.shape} dtype {a.dtype}, expected {p.shape} "
-            f"{p.dtype} (the parameter's)"
-        )
-    if not (a.flags.c_contiguous and a.flags.writeable):
-        raise ValueError(f"{fn}: state[{key!r}] must be C-contiguous and writeable")
-    return a
-
-
-def _check_step(fn: str, state, name: str) -> np.ndarray:
-    """Return state[f"step.{name}"], required to be a writeable 0-d int64 array >= 0."""
-    key = f"step.{name}"
-    if key not in state:
-        raise ValueError(f"{fn}: state has no {key!r}; create the state with the matching *_init")
-    s = state[key]
-    if not isinstance(s, np.ndarray) or s.shape != () or s.dtype != np.int64:
-        got = f"shape {s.shape} dtype {s.dtype}" if isinstance(s, np.ndarray) else type(s).__name__
-        raise ValueError(f"{fn}: state[{key!r}] must be a 0-d int64 array, got {got}")
-    if int(s) < 0 or not s.flags.writeable:
-        raise ValueError(f"{fn}: state[{key!r}] must be writeable and >= 0, got {int(s)}")
-    return s
-
-
-def _check_state(fn: str, state) -> None:
-    if not isinstance(state, dict):
-        raise TypeError(
-            f"{fn}: state must be a dict (from the matching *_init), got {type(state).__name__}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +227,7 @@ def adam_step(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
     no_decay=(),
+    live: dict | None = None,
 ) -> None:
     """One step of torch.optim.Adam, in place on ``params`` and ``state``.
 
@@ -353,6 +241,17 @@ def adam_step(
         p = p - step_size * m / (sqrt(v) / c2 + eps)
     Shapes: every array keeps its shape; grads and state match params in keys, shape, dtype.
     ``grads`` is not modified. ``amsgrad`` must agree with the state (``adam_init(amsgrad=)``).
+
+    ``live``: {name: flat (C order) indices, int64 (nnz,), strictly increasing} of the only
+    elements of that parameter to update, e.g. ``ew.index[ew.order]`` of a frozen mask's
+    packing ew (refsnn.ops.event; sorted, so the moments are read in memory order); its
+    ``grads[name]`` is then the (nnz,) gradient of those elements, in the same order (the
+    weight-sparse backward's packed gradient). Those elements get the update above bit for bit;
+    every other element and its moments are left as they are, the step count advances as usual.
+    Under a frozen mask this is the dense step followed by W <- W * M, with the pruned weights
+    untouched (still exactly zero) instead of re-masked; their moments then lag the dense
+    step's, so do not use it where the moments of pruned weights are read (sparse learning's
+    momentum regrowth, SPEC 4.2.4).
     Operation order and rounding: see the module docstring.
 
     Matches torch.optim.Adam([p], lr=lr, betas=(beta1, beta2), eps=eps,
@@ -361,7 +260,8 @@ def adam_step(
     """
     fn = "adam_step"
     _check_params(fn, params)
-    _check_grads(fn, params, grads)
+    live = _check_live(fn, params, live)
+    _check_grads(fn, params, grads, live)
     _check_state(fn, state)
     lr = _check_number(fn, "lr", lr, minimum=0.0)
     beta1 = check_prob(fn, "beta1", beta1)
@@ -396,8 +296,11 @@ def adam_step(
         bias_correction2_sqrt = bias_correction2**0.5
         weight = dt(1 - beta1)  # lerp weight, as ATen rounds it
         wd = 0.0 if name in exempt else weight_decay
-        _adam_kernel(
-            p.reshape(-1),
+        kernel, head = _adam_kernel, (p.reshape(-1),)
+        if name in live:
+            kernel, head = _adam_live_kernel, (p.reshape(-1), live[name])
+        kernel(
+            *head,
             grads[name].reshape(-1),  # a copy only if grads[name] is not contiguous
             m.reshape(-1),
             v.reshape(-1),
@@ -440,31 +343,63 @@ def _adam_chunk(p, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight
                 weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
                 bias_correction2_sqrt, eps, neg_step_size, i0, i1):
     for i in range(i0, i1):
-        g = g_in[i]
-        if use_wd:
-            g = fma(p[i], wd, g)  # grad.add(param, alpha=wd)
-        # exp_avg.lerp_(grad, 1 - beta1), ATen's two-sided lerp
-        m = exp_avg[i]
-        d = g - m
-        if weight_small:
-            m = fma(weight, d, m)
-        else:
-            m = fma(weight_minus_one, d, g)
-        exp_avg[i] = m
-        # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        v = fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2)
-        exp_avg_sq[i] = v
-        if amsgrad:
-            # torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq): NaN propagates
-            vm = max_exp_avg_sq[i]
-            if v > vm or v != v:  # a NaN in vm stays, a NaN in v is taken
-                vm = v
-            max_exp_avg_sq[i] = vm
-            v = vm
-        # denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-        denom = np.sqrt(v) / bias_correction2_sqrt + eps
-        # param.addcdiv_(exp_avg, denom, value=-step_size)
-        p[i] = p[i] + (neg_step_size * m) / denom
+        _adam_element(p, i, g_in[i], exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                      weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                      bias_correction2_sqrt, eps, neg_step_size)
+
+
+@numba.njit(cache=True, parallel=True)
+def _adam_live_kernel(p, index, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                      weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                      bias_correction2_sqrt, eps, neg_step_size):
+    # element index[e] with gradient g_in[e]; the indices are distinct (strictly increasing),
+    # so chunks of entries write disjoint elements
+    for b in numba.prange((index.size + _CHUNK - 1) // _CHUNK):
+        _adam_live_chunk(p, index, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd,
+                         weight, weight_minus_one, weight_small, beta2, one_minus_beta2,
+                         amsgrad, bias_correction2_sqrt, eps, neg_step_size, b * _CHUNK,
+                         min(index.size, (b + 1) * _CHUNK))
+
+
+@numba.njit(cache=True)
+def _adam_live_chunk(p, index, g_in, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                     weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                     bias_correction2_sqrt, eps, neg_step_size, e0, e1):
+    for e in range(e0, e1):
+        _adam_element(p, index[e], g_in[e], exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd,
+                      weight, weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                      bias_correction2_sqrt, eps, neg_step_size)
+
+
+@numba.njit(cache=True, inline="always")
+def _adam_element(p, i, g, exp_avg, exp_avg_sq, max_exp_avg_sq, wd, use_wd, weight,
+                  weight_minus_one, weight_small, beta2, one_minus_beta2, amsgrad,
+                  bias_correction2_sqrt, eps, neg_step_size):
+    """Element i's update from its gradient g (arrays flat, scalars in their dtype)."""
+    if use_wd:
+        g = fma(p[i], wd, g)  # grad.add(param, alpha=wd)
+    # exp_avg.lerp_(grad, 1 - beta1), ATen's two-sided lerp
+    m = exp_avg[i]
+    d = g - m
+    if weight_small:
+        m = fma(weight, d, m)
+    else:
+        m = fma(weight_minus_one, d, g)
+    exp_avg[i] = m
+    # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    v = fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2)
+    exp_avg_sq[i] = v
+    if amsgrad:
+        # torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq): NaN propagates
+        vm = max_exp_avg_sq[i]
+        if v > vm or v != v:  # a NaN in vm stays, a NaN in v is taken
+            vm = v
+        max_exp_avg_sq[i] = vm
+        v = vm
+    # denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+    denom = np.sqrt(v) / bias_correction2_sqrt + eps
+    # param.addcdiv_(exp_avg, denom, value=-step_size)
+    p[i] = p[i] + (neg_step_size * m) / denom
 
 
 def adam_momentum(state: dict, name: str) -> np.ndarray:

@@ -8,7 +8,9 @@ threshold >= 1e-3) -> DIR/snn.safetensors, resumable like stage A.
 
 Masks in stage D (SPEC 4.2, 5.5): only when the convert checkpoint has ``mask.*`` arrays (it
 came from a compressed model; a dense run stays dense: no masks, no sparse updates). Layers
-without a mask get masks_from_weights (W != 0). apply_masks after every step; at the end of
+without a mask get masks_from_weights (W != 0). apply_masks after every step (with
+--snn-kernels sparse, whose masks are frozen, Adam updates the sparse layers' live weights only,
+adam_step(live=), so their pruned weights stay +0.0 without it); at the end of
 every epoch but the last, sparse_update (Adam momenta, prune_rate(iterations done, total),
 mode --prune) at the density the masks start with (live / total of the convert checkpoint's
 masks, recorded as meta "target_density"), unless ``--mask frozen``. Checkpoints keep the masks.
@@ -179,6 +181,9 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
             target = _density(wmasks)
 
     packs = _sparse_packs(arch, params) if cfg.get("snn_kernels") == "sparse" else None
+    # the sparse layers' weights: Adam over their live elements only (the pruned ones stay 0)
+    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()} if packs else None
+    remask = {k: m for k, m in wmasks.items() if k[len("mask."):] not in (live or {})}
 
     def save(epoch, step):
         save_with_state(path, params, state, cfg=cfg, data=data, stage="snn", epoch=epoch,
@@ -197,12 +202,13 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
                                   sparse=sparse, **_opts(cfg))
             loss = cross_entropy_forward(U, y)
             grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
-                                 masks=masks, sparse=sparse, consume_tape=True, **_opts(cfg))
-            optimizer_step(scfg, trainable, grads, state,
+                                 masks=masks, sparse=sparse, consume_tape=True,
+                                 packed_grads=bool(packs), **_opts(cfg))
+            optimizer_step(scfg, trainable, grads, state, live=live,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)
-            if wmasks:
-                apply_masks(params, wmasks)  # SPEC 4.2.2: W <- W * M after every step
+            if remask:  # SPEC 4.2.2: W <- W * M after every step (the live-only updates
+                apply_masks(params, remask)  # leave their pruned weights at +0.0 already)
             act = spike_activity(tape, len(y))
             running["loss"] += loss * len(y)
             running["activity"] += float(np.mean(list(act.values()))) * len(y)
@@ -240,13 +246,19 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 
 
 def _sparse_packs(arch, params) -> dict:
-    """{layer: pack_event_weights(weight)} of the layers snn_forward can run weight-sparse
+    """{layer: packing of its live weights} of the layers snn_forward can run weight-sparse
     (sparse_layer_names: the stride-1 convs after the first, outside residual blocks, and the
-    hidden linears) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse; the
-    masks are frozen, so packed once."""
-    packs = {name: pack_event_weights(params[f"{name}.weight"])
-             for name in sparse_layer_names(arch)}
-    return {k: ew for k, ew in packs.items() if ew.density <= SPARSE_MAX_DENSITY}
+    hidden linears) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse. The
+    live set is the layer's mask where it has one (a live weight that is exactly 0 is packed
+    too), else W != 0; the masks are frozen, so packed once."""
+    packs = {}
+    for name in sparse_layer_names(arch):
+        w, mask = params[f"{name}.weight"], params.get(f"mask.{name}.weight")
+        ew = (pack_event_weights(w) if mask is None
+              else refresh_event_weights(pack_event_weights(mask), w))
+        if ew.density <= SPARSE_MAX_DENSITY:
+            packs[name] = ew
+    return packs
 
 
 def _density(masks) -> float:

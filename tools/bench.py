@@ -120,9 +120,10 @@ def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: i
 def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
     """The refsnn SNN children's common setup: runtime, threads, vgg-style network (SPEC init,
     thresholds 0.5), one batch of inputs and labels, and a training-step closure
-    ``train_step(weight_masks=None)`` (dropout masks drawn per step, CE, BPTT, Adam amsgrad;
-    with weight masks the pruned weights are zeroed again after the step, as sparse learning
-    does)."""
+    ``train_step(weight_masks=None, packs=None, live=None)`` (dropout masks drawn per step, CE,
+    BPTT, Adam amsgrad; with weight masks the pruned weights are zeroed again after the step,
+    as sparse learning does; packs: the weight-sparse layers' packings, whose weights Adam
+    updates at live only, as stage D with --snn-kernels sparse)."""
     import numba
     import numpy as np
 
@@ -145,7 +146,7 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
     no_decay = tuple(k for k in snn_param_shapes(arch) if not k.endswith(".weight"))
     state = adam_init(params, amsgrad=True)
 
-    def train_step(weight_masks=None, packs=None):
+    def train_step(weight_masks=None, packs=None, live=None):
         masks = draw_dropout_masks(arch, batch, rng, np.float32)
         sparse = None
         if packs:  # the live weights' current values, one gather per conv
@@ -154,10 +155,12 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
         U, tape = snn_forward(arch, params, x, timesteps=timesteps, masks=masks, sparse=sparse)
         cross_entropy_forward(U, y)
         grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape, masks=masks,
-                             sparse=sparse, consume_tape=True)  # as stage D does
-        adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay)
+                             sparse=sparse, consume_tape=True,
+                             packed_grads=bool(live))  # as stage D does
+        adam_step(params, grads, state, lr=1e-9, amsgrad=True, no_decay=no_decay, live=live)
         for name, m in (weight_masks or {}).items():
-            params[f"{name}.weight"] *= m
+            if f"{name}.weight" not in (live or {}):  # live-only updates leave pruned 0s
+                params[f"{name}.weight"] *= m
 
     return arch, params, x, rng, train_step
 
@@ -230,7 +233,8 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     train_dense = _timeit(lambda: train_step(wmasks), warmup, repeats)
     packs = {name: pack_event_weights(params[f"{name}.weight"])
              for name in sparse_layer_names(arch)}  # once per mask change
-    train = _timeit(lambda: train_step(wmasks, packs), warmup, repeats)
+    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()}  # Adam's, as stage D
+    train = _timeit(lambda: train_step(wmasks, packs, live), warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
     per_layer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),

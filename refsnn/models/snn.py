@@ -35,8 +35,8 @@ from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
 from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
-from ..ops.event import (conv2d_event_backward, conv2d_event_forward, linear_event_forward,
-                         unpack_event_grad)
+from ..ops.event import (conv2d_event_backward, conv2d_event_forward, flat_order_grad,
+                         linear_event_forward, unpack_event_grad)
 from ..ops.linear import linear_backward, linear_forward
 from ..ops.pool import avg_pool2d_backward, avg_pool2d_forward
 from ..ops.sparse_conv import conv2d_sparse_backward, conv2d_sparse_forward_keep
@@ -312,7 +312,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
                  masks: dict | None = None, surrogate: str = "pwl",
                  gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA,
                  detach_reset: bool = True, sparse: dict | None = None,
-                 consume_tape: bool = False) -> dict:
+                 consume_tape: bool = False, packed_grads: bool = False) -> dict:
     """Gradients of a scalar loss with respect to every SNN parameter, given dL/dU (SPEC 5.3).
 
     Returns {"<layer>.weight": array, "<layer>.threshold": 0-d, "<layer>.leak": 0-d} in
@@ -329,6 +329,9 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     where the dense path gives the full gradient). consume_tape=True lets the backward write
     its temporaries over the tape's im2col matrices (one matrix fewer alive at a time: lower
     peak memory; the same gradients, bit for bit); the tape cannot be used again.
+    packed_grads=True returns the sparse layers' weight gradients per live weight, (nnz,) in
+    increasing flat index (at ew.index[ew.order], ew = sparse[layer]; for adam_step(live=)),
+    instead of dense arrays that are zero at the pruned weights.
     """
     fn = "snn_backward"
     check_array(fn, "grad_U", grad_U, ndim=2, dims="(N, classes)")
@@ -336,8 +339,10 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     if not tape or not isinstance(tape[-1], OutputRecord):
         raise ValueError(f"{fn}: tape must be the list returned by snn_forward")
     _check_params(fn, arch, params, grad_U.dtype)
-    if not isinstance(consume_tape, bool):
-        raise TypeError(f"{fn}: consume_tape must be a bool, got {consume_tape!r}")
+    for name, flag in (("consume_tape", consume_tape), ("packed_grads", packed_grads)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{fn}: {name} must be a bool, got {flag!r}")
+    unpack = flat_order_grad if packed_grads else unpack_event_grad
     opts = dict(surrogate=surrogate, gamma=gamma, alpha=alpha, detach_reset=detach_reset)
     grads, g = {}, grad_U
     for rec in reversed(tape):
@@ -356,7 +361,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
             ew = sparse.get(rec.layer.name) if sparse else None
             if ew is not None:  # through the live weights only
                 lg = linear_sparse_backward(_merge(g_i), rec.x, ew)
-                grads[f"{rec.layer.name}.weight"] = unpack_event_grad(ew, lg.w)
+                grads[f"{rec.layer.name}.weight"] = unpack(ew, lg.w)
             else:
                 lg = linear_backward(_merge(g_i), rec.x, params[f"{rec.layer.name}.weight"])
                 grads[f"{rec.layer.name}.weight"] = lg.w
@@ -366,7 +371,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
                                grads, opts)
             ew = sparse.get(rec.layer.name) if sparse and rec.x.ndim == 5 else None
             g = _conv_back(g_i, rec.layer, params, rec.x, grads, cols=rec.cols, ew=ew,
-                           overwrite=consume_tape)
+                           overwrite=consume_tape, unpack=unpack)
         else:  # BlockRecord
             blk = rec.layer
             g_i2 = _neuron_back(g, blk.conv2, rec.neuron2, params, grads, opts)  # at the sum
@@ -393,10 +398,11 @@ def _neuron_back(grad_spikes, layer, nr: NeuronRecord, params, grads, opts):
     return lg.current
 
 
-def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None, overwrite=False):
+def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None, overwrite=False,
+               unpack=unpack_event_grad):
     """conv VJP over the (T*N) batch (cols: the forward's im2col, if kept; ew: packed live
-    weights for the weight-sparse VJP); for the static image (x 4-D, g summed over t:
-    (N, ...)) only the weight gradient."""
+    weights for the weight-sparse VJP, its weight gradient stored as unpack(ew, per entry));
+    for the static image (x 4-D, g summed over t: (N, ...)) only the weight gradient."""
     if ew is not None:
         gm, xm = _merge(g), _merge(x)
         if cols is None and g.shape[-2] * g.shape[-1] <= EVENT_GRAD_W_MAX_POSITIONS:
@@ -405,7 +411,7 @@ def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None, overwrite=F
         else:  # cols None after an event forward: the planes are padded here
             cg = conv2d_sparse_backward(gm, xm, ew, padding=layer.padding, xp=cols)
             gw = cg.w
-        grads[f"{layer.name}.weight"] = unpack_event_grad(ew, gw)
+        grads[f"{layer.name}.weight"] = unpack(ew, gw)
         return _split(cg.x, x.shape[0])
     w = params[f"{layer.name}.weight"]
     if x.ndim == 4:

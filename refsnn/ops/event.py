@@ -43,6 +43,7 @@ class EventWeights(NamedTuple):
     value: np.ndarray  # (nnz,) weight value, the weight's dtype
     shape: tuple  # the dense weight's shape
     index: np.ndarray  # (nnz,) int64 flat (C order) index of each entry in the dense weight
+    order: np.ndarray  # (nnz,) int64 entries by increasing flat index: index[order] is sorted
 
     @property
     def density(self) -> float:
@@ -69,7 +70,7 @@ def pack_event_weights(w: np.ndarray) -> EventWeights:
     np.cumsum(counts, out=ptr[1:])
     index = ((o.astype(np.int64) * wt.shape[0] + c) * wt.shape[1] + p) * wt.shape[2] + q
     return EventWeights(ptr, o.astype(np.int32), np.ascontiguousarray(wt[c, p, q, o]),
-                        tuple(w.shape), index)
+                        tuple(w.shape), index, np.argsort(index, kind="stable"))
 
 
 def refresh_event_weights(ew: EventWeights, w: np.ndarray) -> EventWeights:
@@ -231,6 +232,12 @@ def conv2d_event_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, *
         _conv_event_grad_x_kernel(gy, ew.ptr, ew.out, ew.value, kh, kw, stride, padding,
                                   grad_x)
     return EventConvGrads(grad_x, grad_w)
+
+
+def flat_order_grad(ew: EventWeights, g: np.ndarray) -> np.ndarray:
+    """A per-entry array (nnz,) of ew in increasing flat (C order) index of the dense weight,
+    i.e. at positions ew.index[ew.order] (for adam_step(live=), which wants them sorted)."""
+    return g[ew.order]
 
 
 def unpack_event_grad(ew: EventWeights, g: np.ndarray) -> np.ndarray:

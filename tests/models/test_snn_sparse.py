@@ -113,3 +113,29 @@ def test_errors_name_the_layer():
     with pytest.raises(ValueError, match="hidden linear layers"):
         snn_forward(arch, params, x, timesteps=2,
                     sparse={out: pack_event_weights(params[f"{out}.weight"])})
+
+
+def test_packed_gradients_are_the_dense_ones_at_the_packing():
+    """packed_grads=True: the sparse layers' weight gradients per live weight in increasing
+    flat index, equal bit for bit to the unpacked ones read there (the others unchanged)."""
+    arch, params, x = _network("vgg9", 5, 0.3, "irregular")
+    sparse = _sparse(arch, params)
+    grad_u = np.random.default_rng(5).standard_normal((x.shape[0], arch.classes))
+    full = snn_backward(grad_u, arch, params, snn_forward(arch, params, x, timesteps=T,
+                                                          sparse=sparse)[1], sparse=sparse)
+    packed = snn_backward(grad_u, arch, params, snn_forward(arch, params, x, timesteps=T,
+                                                            sparse=sparse)[1], sparse=sparse,
+                          packed_grads=True)
+    assert list(packed) == list(full)
+    for key, ref in full.items():
+        name = key[:-len(".weight")]
+        if key.endswith(".weight") and name in sparse:
+            assert packed[key].shape == (sparse[name].value.size,)
+            ew = sparse[name]
+            np.testing.assert_array_equal(packed[key], ref.reshape(-1)[ew.index[ew.order]])
+            assert np.all(np.diff(ew.index[ew.order]) > 0)
+        else:
+            np.testing.assert_array_equal(packed[key], ref, err_msg=key)
+    with pytest.raises(TypeError, match="packed_grads must be a bool"):
+        snn_backward(grad_u, arch, params, snn_forward(arch, params, x, timesteps=T)[1],
+                     packed_grads=1)
