@@ -145,7 +145,6 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     if block is None and isinstance(xp, np.ndarray) and xp.ndim == 3:
         block = max(1, (xp.shape[2] - ew.shape[3]) // lp)  # the forward's, read off xp
     b, nb = _layout(n, c_in, ew.shape[0], hp, wp, x.dtype, block)
-    c, offset = _entries(ew, wp)
     shape = (nb, c_in, b * lp + ew.shape[3])
     if xp is None and not need_w:
         xp = np.empty((0, 0, 0), dtype=x.dtype)  # not read
@@ -162,13 +161,13 @@ def conv2d_sparse_backward(grad_y: np.ndarray, x: np.ndarray, ew: EventWeights, 
     if need_w:
         n_chunks = -(-nb // _CHUNK)
         partial = np.zeros((n_chunks, ew.value.size), dtype=x.dtype)
-        _grad_w_kernel(gy, xp, c, offset, ew.out, partial)
+        _grad_w_kernel(gy, xp, ew.ptr, ew.out, ew.shape[2], ew.shape[3], wp, partial)
         grad_w = np.zeros(ew.value.size, dtype=x.dtype)
         for k in range(n_chunks):  # chunk order, whatever the threads
             grad_w += partial[k]
     if need_x:
         gxp = np.zeros(shape, dtype=x.dtype)
-        _plane_axpy_kernel(gxp, c, offset, gy, ew.out, np.zeros_like(offset), ew.value, size)
+        _grad_x_kernel(gxp, gy, ew.ptr, ew.out, ew.value, ew.shape[2], ew.shape[3], wp)
         grad_x = np.empty_like(x)
         _from_blocks(gxp, grad_x, b, lp, wp, padding)
     return SparseConvGrads(grad_x, grad_w)
@@ -188,31 +187,101 @@ def _entries(ew, wp):
 
 @numba.njit(cache=True, parallel=True)
 def _plane_axpy_kernel(dst, dst_ch, dst_off, src, src_ch, src_off, value, size):
-    """dst[m, dst_ch[e], dst_off[e] + k] += value[e] * src[m, src_ch[e], src_off[e] + k] for
-    every entry e and k < size: the forward (dst = Y, src = Xp, shifted source) and grad_x
-    (dst = GXp, src = GY, shifted destination) are this one loop with the roles swapped."""
+    """The forward: dst[m, dst_ch[e], dst_off[e] + k] += value[e] * src[m, src_ch[e],
+    src_off[e] + k] for every entry e and k < size (dst = Y, src = Xp, shifted source)."""
     for m in numba.prange(dst.shape[0]):  # block m writes dst[m] only
         for e in range(value.size):
-            wv = value[e]
-            dr = dst[m, dst_ch[e], dst_off[e]:dst_off[e] + size]
-            sr = src[m, src_ch[e], src_off[e]:src_off[e] + size]
-            for k in range(size):
-                dr[k] += wv * sr[k]
+            _axpy(dst[m, dst_ch[e], dst_off[e]:dst_off[e] + size], value[e],
+                  src[m, src_ch[e], src_off[e]:src_off[e] + size])
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
-def _grad_w_kernel(gy, xp, c, offset, out, partial):
-    n, size = gy.shape[0], gy.shape[2]  # n blocks
+@numba.njit(cache=True, parallel=True)
+def _grad_x_kernel(gxp, gy, ptr, out, value, kh, kw, wp):
+    """grad_x: GXp[m, c, p*Wp + q + k] += value[e] * GY[m, out[e], k] for the entries e of each
+    group g = (c, p, q), in entry order, four entries per pass over the row (one load and
+    store of the destination per four multiply-adds; the same sums, in the same order)."""
+    size = gy.shape[2]
+    for m in numba.prange(gxp.shape[0]):  # block m writes gxp[m] only
+        src = gy[m]
+        for g in range(ptr.size - 1):
+            e, e1 = ptr[g], ptr[g + 1]
+            if e == e1:
+                continue
+            t = g % (kh * kw)
+            off = (t // kw) * wp + t % kw
+            dst = gxp[m, g // (kh * kw), off:off + size]
+            while e + 4 <= e1:
+                _axpy4(dst, src, out, value, e)
+                e += 4
+            while e < e1:
+                _axpy(dst, value[e], src[np.uint32(out[e])])
+                e += 1
+
+
+@numba.njit(cache=True, inline="never")  # a function of its own: its loop vectorises
+def _axpy(dst, a, x):
+    for k in range(dst.size):
+        dst[k] += a * x[k]
+
+
+@numba.njit(cache=True, inline="never")
+def _axpy4(dst, src, out, value, e):
+    """dst += value[e+i] * src[out[e+i]] for i = 0..3, added in that order."""
+    w0, w1, w2, w3 = value[e], value[e + 1], value[e + 2], value[e + 3]
+    s0, s1 = src[np.uint32(out[e])], src[np.uint32(out[e + 1])]
+    s2, s3 = src[np.uint32(out[e + 2])], src[np.uint32(out[e + 3])]
+    for k in range(dst.size):
+        dst[k] = dst[k] + w0 * s0[k] + w1 * s1[k] + w2 * s2[k] + w3 * s3[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def _grad_w_kernel(gy, xp, ptr, out, kh, kw, wp, partial):
+    """partial[chunk, e] = sum over the chunk's blocks m of <GY[m, out[e]], Xp[m, c, p*Wp + q
+    : ...]> for the entries e of each group g = (c, p, q): four entries per pass over the
+    shared input row."""
+    n, size = gy.shape[0], gy.shape[2]
     for b in numba.prange(partial.shape[0]):  # chunk b writes partial[b] only
         acc = partial[b]
         for m in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            for e in range(acc.size):
-                gr = gy[m, out[e]]
-                xr = xp[m, c[e], offset[e]:offset[e] + size]
-                s = acc[e] * 0  # the layer's dtype
-                for k in range(size):
-                    s += gr[k] * xr[k]
-                acc[e] += s
+            for g in range(ptr.size - 1):
+                e, e1 = ptr[g], ptr[g + 1]
+                if e == e1:
+                    continue
+                t = g % (kh * kw)
+                off = (t // kw) * wp + t % kw
+                xr = xp[m, g // (kh * kw), off:off + size]
+                while e + 4 <= e1:
+                    _dot4(acc, gy[m], out, xr, e)
+                    e += 4
+                while e < e1:
+                    acc[e] += _dot(gy[m, np.uint32(out[e])], xr)
+                    e += 1
+
+
+@numba.njit(cache=True, inline="never", fastmath={"reassoc"})  # reassociated: vectorises
+def _dot(a, b):
+    s = a[0] * 0  # the layer's dtype
+    for k in range(a.size):
+        s += a[k] * b[k]
+    return s
+
+
+@numba.njit(cache=True, inline="never", fastmath={"reassoc"})
+def _dot4(acc, src, out, xr, e):
+    """acc[e+i] += <src[out[e+i]], xr> for i = 0..3."""
+    s0, s1 = src[np.uint32(out[e])], src[np.uint32(out[e + 1])]
+    s2, s3 = src[np.uint32(out[e + 2])], src[np.uint32(out[e + 3])]
+    a0 = a1 = a2 = a3 = xr[0] * 0
+    for k in range(xr.size):
+        x = xr[k]
+        a0 += s0[k] * x
+        a1 += s1[k] * x
+        a2 += s2[k] * x
+        a3 += s3[k] * x
+    acc[e] += a0
+    acc[e + 1] += a1
+    acc[e + 2] += a2
+    acc[e + 3] += a3
 
 
 @numba.njit(cache=True, parallel=True)
