@@ -61,7 +61,10 @@ EVENT_MAX_DENSITY = 0.1
 # ... and, after an event forward, the weight gradient gathers over the events too when an
 # output map has at most this many positions (the same runs: 4x4 and 2x2 maps 0.07-0.36 of
 # the plane kernel's time; 16x16 maps 1.8-5.7 times it, from scattered reads of grad_y).
-EVENT_GRAD_W_MAX_POSITIONS = 16
+# With the four-weight plane kernels, the operating-point step (interleaved in one process,
+# 2 threads) took 17.29 / 16.86 ms/image at 16 positions, 16.91 / 16.34 at 64 (8x8 maps by
+# events too), 17.25 at 256.
+EVENT_GRAD_W_MAX_POSITIONS = 64
 
 
 class ConvRecord(NamedTuple):

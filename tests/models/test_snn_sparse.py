@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import models.test_snn_infer as infer_tests
+import refsnn.models.snn as snn_module
 from models.test_snn_infer import T, _network
 from refsnn.models.arch import Linear, build_arch, draw_dropout_masks, init_params
 from refsnn.models.snn import (snn_backward, snn_forward, snn_init_neurons, snn_trace_arrays,
@@ -34,10 +35,21 @@ def _sparse(arch, params):
 @settings(max_examples=12, deadline=None)
 @given(name=st.sampled_from(["vgg9", "vgg11"]), seed=st.integers(0, 2**16),
        density=st.sampled_from([1.0, 0.3, 0.05]), dropout=st.booleans(),
-       event=st.sampled_from([0.0, 1.0]))
-def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout, event):
+       event=st.sampled_from([0.0, 1.0]), gw_positions=st.sampled_from([0, 64]))
+def test_sparse_convs_give_the_dense_numbers_at_the_mask(name, seed, density, dropout, event,
+                                                         gw_positions):
     """event: event_max_density, 0 (shifted-plane kernels and GEMMs only) or 1 (every sparse
-    layer's forward by events, and the conv weight gradient too on maps of <= 16 positions)."""
+    layer's forward by events, and the conv weight gradient too on maps of at most
+    gw_positions positions: 0 none, 64 all of these small maps; the default is 64)."""
+    saved = snn_module.EVENT_GRAD_W_MAX_POSITIONS
+    snn_module.EVENT_GRAD_W_MAX_POSITIONS = gw_positions
+    try:
+        _check_sparse_network(name, seed, density, dropout, event)
+    finally:
+        snn_module.EVENT_GRAD_W_MAX_POSITIONS = saved
+
+
+def _check_sparse_network(name, seed, density, dropout, event):
     infer_tests.IN_SHAPES.setdefault("vgg11", (3, 16, 16))
     arch, params, x = _network(name, seed, density, "irregular")
     arch = build_arch(name, in_shape=x.shape[1:], classes=4, width=1 / 16, dropout_conv=0.2,
