@@ -144,11 +144,16 @@ def test_event_parallel_equals_serial(numba_threads):
     x = (rng.random((6, 4, 9, 7)) < 0.2).astype(np.float32)
     w = _sparsify(rng, rng.standard_normal((5, 4, 3, 3)).astype(np.float32), 0.4)
     ew = pack_event_weights(w)
-    def run():
-        return conv2d_event_forward(x, ew, stride=1, padding=1)
+    x2 = (rng.random((7, 36)) < 0.3).astype(np.float32)  # 7 samples: lanes of 4 and 3
+    ew2 = pack_event_weights(_sparsify(rng, rng.standard_normal((5, 36)).astype(np.float32),
+                                       0.4))
 
-    one, two = numba_threads(1, run), numba_threads(2, run)
-    np.testing.assert_array_equal(one, two)  # one sample per prange iteration: bit for bit
+    def run():
+        return conv2d_event_forward(x, ew, stride=1, padding=1), linear_event_forward(x2, ew2)
+
+    (one, lin1), (two, lin2) = numba_threads(1, run), numba_threads(2, run)
+    np.testing.assert_array_equal(one, two)  # samples dealt round-robin: bit for bit
+    np.testing.assert_array_equal(lin1, lin2)
     gy = rng.standard_normal(one.shape).astype(np.float32)
 
     def back():
