@@ -132,18 +132,40 @@ def _lif_forward_kernel(current, v, lam, smooth, code, gamma, alpha, spikes, mem
     for b in numba.prange((m + _CHUNK - 1) // _CHUNK):
         i0, i1 = b * _CHUNK, min(m, (b + 1) * _CHUNK)
         for t in range(t_steps):
-            for i in range(i0, i1):
-                if t == 0:
-                    um = current[0, i]  # u-[1] = lam * 0 + I[1]
-                else:
-                    # u-[t] = lam * u[t-1] + I[t],  u[t-1] = u-[t-1] - v * s[t-1]
-                    um = lam * (membrane_pre[t - 1, i] - v * spikes[t - 1, i]) + current[t, i]
-                z = um / v - 1.0  # z[t] = u-[t] / v - 1
-                membrane_pre[t, i] = um
-                if smooth:
-                    spikes[t, i] = surrogate_primitive(code, z, gamma, alpha)  # s = P(z)
-                else:
-                    spikes[t, i] = 1.0 if z > 0.0 else 0.0  # strict: z == 0 does not spike
+            if smooth:
+                _lif_forward_step_smooth(current, v, lam, code, gamma, alpha, spikes,
+                                         membrane_pre, t, i0, i1)
+            else:
+                _lif_forward_step(current, v, lam, spikes, membrane_pre, t, i0, i1)
+
+
+@numba.njit(cache=True, inline="never")  # a call, not inlined: its loop vectorises
+def _lif_forward_step(current, v, lam, spikes, membrane_pre, t, i0, i1):
+    """Step t over neurons [i0, i1), Heaviside spikes."""
+    for i in range(i0, i1):
+        um = _membrane_pre(current, v, lam, spikes, membrane_pre, t, i)
+        z = um / v - 1.0  # z[t] = u-[t] / v - 1
+        membrane_pre[t, i] = um
+        spikes[t, i] = 1.0 if z > 0.0 else 0.0  # strict: z == 0 does not spike
+
+
+@numba.njit(cache=True, inline="never")
+def _lif_forward_step_smooth(current, v, lam, code, gamma, alpha, spikes, membrane_pre, t, i0,
+                             i1):
+    """Step t over neurons [i0, i1), spikes replaced by the surrogate's primitive."""
+    for i in range(i0, i1):
+        um = _membrane_pre(current, v, lam, spikes, membrane_pre, t, i)
+        z = um / v - 1.0
+        membrane_pre[t, i] = um
+        spikes[t, i] = surrogate_primitive(code, z, gamma, alpha)  # s = P(z)
+
+
+@numba.njit(cache=True, inline="always")
+def _membrane_pre(current, v, lam, spikes, membrane_pre, t, i):
+    if t == 0:
+        return current[0, i]  # u-[1] = lam * 0 + I[1]
+    # u-[t] = lam * u[t-1] + I[t],  u[t-1] = u-[t-1] - v * s[t-1]
+    return lam * (membrane_pre[t - 1, i] - v * spikes[t - 1, i]) + current[t, i]
 
 
 def lif_membrane(trace: LIFTrace, *, threshold) -> np.ndarray:

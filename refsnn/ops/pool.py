@@ -67,26 +67,58 @@ def avg_pool2d_backward(grad_y: np.ndarray, x_shape: tuple, *, kernel: int = 2,
 def _avg_pool_forward_kernel(x, kernel, stride, scale, y):
     # one (n, c) plane per prange iteration: disjoint writes. scale = 1/kernel^2 in x's dtype,
     # so the sum accumulates in x's dtype (a float64 literal would promote it under numba)
-    planes, ho, wo = y.shape
-    for r in numba.prange(planes):
-        for i in range(ho):
+    for r in numba.prange(y.shape[0]):
+        _avg_pool_plane(x[r], kernel, stride, scale, y[r])
+
+
+@numba.njit(cache=True, inline="never")  # a function of its own: its loops vectorise
+def _avg_pool_plane(x, kernel, stride, scale, y):
+    ho, wo = y.shape
+    for i in range(ho):
+        yr = y[i]
+        if kernel == 2 and stride == 2:  # vgg's pools: the same sum, in the same order
+            r0, r1 = x[2 * i], x[2 * i + 1]
             for j in range(wo):
-                acc = x[r, i * stride, j * stride]
-                for p in range(kernel):
-                    for q in range(kernel):
-                        if p > 0 or q > 0:
-                            acc += x[r, i * stride + p, j * stride + q]
-                y[r, i, j] = acc * scale
+                yr[j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
+            continue
+        for j in range(wo):
+            acc = x[i * stride, j * stride]
+            for p in range(kernel):
+                for q in range(kernel):
+                    if p > 0 or q > 0:
+                        acc += x[i * stride + p, j * stride + q]
+            yr[j] = acc * scale
 
 
 @numba.njit(cache=True, parallel=True)
 def _avg_pool_backward_kernel(grad_y, kernel, stride, scale, grad_x):
-    planes, ho, wo = grad_y.shape
-    for r in numba.prange(planes):
-        grad_x[r] = 0.0
+    for r in numba.prange(grad_y.shape[0]):  # plane r writes grad_x[r] only
+        _avg_pool_plane_backward(grad_y[r], kernel, stride, scale, grad_x[r])
+
+
+@numba.njit(cache=True, inline="never")
+def _avg_pool_plane_backward(grad_y, kernel, stride, scale, grad_x):
+    ho, wo = grad_y.shape
+    if kernel == 2 and stride == 2:  # every input gets one g: no zeroing, no accumulation
+        zero = scale * 0  # + 0 as the general path's 0 + g does: a -0.0 becomes +0.0
         for i in range(ho):
+            gr, r0, r1 = grad_y[i], grad_x[2 * i], grad_x[2 * i + 1]
             for j in range(wo):
-                g = grad_y[r, i, j] * scale
-                for p in range(kernel):
-                    for q in range(kernel):
-                        grad_x[r, i * stride + p, j * stride + q] += g
+                g = gr[j] * scale + zero
+                r0[2 * j] = g
+                r0[2 * j + 1] = g
+                r1[2 * j] = g
+                r1[2 * j + 1] = g
+        for a in range(2 * ho, grad_x.shape[0]):  # rows / columns the floor mode dropped
+            grad_x[a] = 0.0
+        if grad_x.shape[1] > 2 * wo:
+            for a in range(2 * ho):
+                grad_x[a, 2 * wo:] = 0.0
+        return
+    grad_x[:] = 0.0
+    for i in range(ho):
+        for j in range(wo):
+            g = grad_y[i, j] * scale
+            for p in range(kernel):
+                for q in range(kernel):
+                    grad_x[i * stride + p, j * stride + q] += g
