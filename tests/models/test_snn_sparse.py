@@ -2,11 +2,11 @@
 
 vgg9 and vgg11 at width 1/16, T = 3, float64, irregular masks at densities 1, 0.3, 0.05,
 calibrated thresholds (test_snn_infer's helper), dropout masks drawn, the forward by events or
-by shifted planes or GEMMs (event_max_density 1 or 0). With sparse= naming
-every conv after the first and every hidden linear layer, the forward must give the dense path's spikes and logits to
-1e-12 relative, and the backward every gradient to 1e-12 relative of its scale, except that
-the sparse layers' weight gradients are zero at pruned weights (the dense path computes them
-there too): compared as dense gradient x mask.
+by shifted planes or GEMMs (event_max_density 1 or 0). With sparse= naming every conv after
+the first and every hidden linear layer, the forward must give the dense path's spikes and
+logits to 1e-12 relative, and the backward every gradient to 1e-12 relative of its scale,
+except that the sparse layers' weight gradients are zero at pruned weights (the dense path
+computes them there too): compared as dense gradient x mask.
 """
 
 from __future__ import annotations
