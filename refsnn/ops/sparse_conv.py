@@ -207,15 +207,22 @@ def _grad_x_kernel(gxp, gy, ptr, out, value, kh, kw, wp):
             e, e1 = ptr[g], ptr[g + 1]
             if e == e1:
                 continue
-            t = g % (kh * kw)
-            off = (t // kw) * wp + t % kw
-            dst = gxp[m, g // (kh * kw), off:off + size]
+            dst = _tap_row(gxp[m], g, kh, kw, wp, size)
             while e + 4 <= e1:
                 _axpy4(dst, src, out, value, e)
                 e += 4
             while e < e1:
                 _axpy(dst, value[e], src[np.uint32(out[e])])
                 e += 1
+
+
+@numba.njit(cache=True, inline="always")
+def _tap_row(planes, g, kh, kw, wp, size):
+    """planes[c, p*Wp + q : p*Wp + q + size]: input channel c's padded planes (one block's)
+    read at the tap (p, q) of group g = (c*kH + p)*kW + q."""
+    t = g % (kh * kw)
+    off = (t // kw) * wp + t % kw
+    return planes[g // (kh * kw), off:off + size]
 
 
 @numba.njit(cache=True, inline="never")  # a function of its own: its loop vectorises
@@ -247,9 +254,7 @@ def _grad_w_kernel(gy, xp, ptr, out, kh, kw, wp, partial):
                 e, e1 = ptr[g], ptr[g + 1]
                 if e == e1:
                     continue
-                t = g % (kh * kw)
-                off = (t // kw) * wp + t % kw
-                xr = xp[m, g // (kh * kw), off:off + size]
+                xr = _tap_row(xp[m], g, kh, kw, wp, size)
                 while e + 4 <= e1:
                     _dot4(acc, gy[m], out, xr, e)
                     e += 4
