@@ -182,8 +182,7 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 
     packs = _sparse_packs(arch, params) if cfg.get("snn_kernels") == "sparse" else None
     # the sparse layers' weights: Adam over their live elements only (the pruned ones stay 0)
-    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()} if packs else None
-    remask = {k: m for k, m in wmasks.items() if k[len("mask."):] not in (live or {})}
+    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()} if packs else {}
 
     def save(epoch, step):
         save_with_state(path, params, state, cfg=cfg, data=data, stage="snn", epoch=epoch,
@@ -204,11 +203,12 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
             grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
                                  masks=masks, sparse=sparse, consume_tape=True,
                                  packed_grads=bool(packs), **_opts(cfg))
-            optimizer_step(scfg, trainable, grads, state, live=live,
+            optimizer_step(scfg, trainable, grads, state, live=live or None,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)
-            if remask:  # SPEC 4.2.2: W <- W * M after every step (the live-only updates
-                apply_masks(params, remask)  # leave their pruned weights at +0.0 already)
+            if wmasks:  # SPEC 4.2.2: W <- W * M after every step (the live-only updates
+                apply_masks(params, {k: m for k, m in wmasks.items()  # leave their pruned
+                                     if k[len("mask."):] not in live})  # weights at +0.0)
             act = spike_activity(tape, len(y))
             running["loss"] += loss * len(y)
             running["activity"] += float(np.mean(list(act.values()))) * len(y)
