@@ -12,7 +12,7 @@ from hypothesis import given
 
 import naive
 from gradcheck import adjoint_check, elementwise_fd
-from refsnn.ops.linear import LinearGrads, linear_backward, linear_forward
+from refsnn.ops.linear import SMALL_BATCH, LinearGrads, linear_backward, linear_forward
 from strategies import linear_configs, seeds
 from tolerances import assert_close
 
@@ -68,6 +68,19 @@ def test_linear_matches_naive(case, seed):
     gx, gw = naive.linear_backward_naive(g, x, w)
     assert_close(got.x, gx, kind="backward", what=_what("linear_backward", case) + ".x")
     assert_close(got.w, gw, kind="backward", what=_what("linear_backward", case) + ".w")
+
+
+@pytest.mark.parametrize("n", [1, SMALL_BATCH, SMALL_BATCH + 1])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_forward_orientations_match_naive(n, dtype):
+    """Batches up to SMALL_BATCH go as (w @ x^T)^T, larger ones as x @ w^T: both C-contiguous
+    (N, n_out) in x's dtype, equal to the float64 naive loop within the forward tolerance."""
+    rng = np.random.default_rng(n)
+    x64, w64 = rng.standard_normal((n, 9)), rng.standard_normal((4, 9))
+    y = linear_forward(x64.astype(dtype), w64.astype(dtype))
+    assert y.dtype == dtype and y.shape == (n, 4) and y.flags.c_contiguous
+    assert_close(y, naive.linear_forward_naive(x64, w64).astype(dtype), kind="forward",
+                 what=f"linear_forward[n={n}, {np.dtype(dtype)}]")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
