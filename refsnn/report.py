@@ -117,7 +117,10 @@ def build_report(paths: dict, data, *, batch_size: int = 256, log=print) -> dict
     """The report of the checkpoints ``paths`` = {stage: path} (any subset of MODELS).
 
     Returns {"run": {...}, "models": {stage: score_checkpoint(...)}, "layers": [...],
-    "energy": {...}} (JSON-ready; inf is written as null by write_report).
+    "energy": {...}} (JSON-ready; inf is written as null by write_report). energy's
+    "compressed_ann_uj" / "ratio_vs_compressed_ann" are for the ANN with the SNN's own live
+    weights: the compressed ANN's when the masks stayed fixed in stage D, not after sparse
+    learning there moved them (the compress row then has its own figure).
     """
     if not paths:
         raise ValueError("report: no checkpoint to report (expected DIR/ann.safetensors, "
@@ -211,9 +214,10 @@ def format_markdown(report: dict) -> str:
     if e:
         lines += ["", f"Compute energy per image (SPEC 6, E_MAC 4.6 pJ, E_AC 0.9 pJ): SNN "
                   f"{e['snn_uj']:.4g} uJ; dense ANN {e['dense_ann_uj']:.4g} uJ "
-                  f"(**SNN/dense ANN = {e['ratio_vs_dense_ann']:.4f}**); compressed ANN "
-                  f"{e['compressed_ann_uj']:.4g} uJ (SNN/compressed ANN = "
-                  f"{e['ratio_vs_compressed_ann']:.4f})."]
+                  f"(**SNN/dense ANN = {e['ratio_vs_dense_ann']:.4f}**); the ANN with the "
+                  f"SNN's live weights {e['compressed_ann_uj']:.4g} uJ (SNN/that ANN = "
+                  f"{e['ratio_vs_compressed_ann']:.4f}; the compressed ANN's own row differs "
+                  f"when stage D's sparse learning moved the masks)."]
     comp = (models.get("snn") or models.get("compress") or {}).get("compression")
     if comp and run.get("prune") == "channel":
         lines += ["", f"Channel pruning: FLOP reduction {_num(comp['flop_reduction'], '.2f')}x "
