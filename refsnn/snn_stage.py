@@ -27,8 +27,8 @@ from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
 from .models.arch import build_arch, draw_dropout_masks, param_shapes
-from .models.snn import (BlockRecord, snn_backward, snn_forward, snn_param_shapes,
-                         sparse_layer_names, spiking_layers)
+from .models.snn import (BlockRecord, live_indices, snn_backward, snn_forward,
+                         snn_param_shapes, sparse_layer_names, spiking_layers)
 from .ops.event import pack_event_weights, refresh_event_weights
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .optim import adam_init
@@ -182,7 +182,7 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 
     packs = _sparse_packs(arch, params) if cfg.get("snn_kernels") == "sparse" else None
     # the sparse layers' weights: Adam over their live elements only (the pruned ones stay 0)
-    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()} if packs else {}
+    live = live_indices(packs) if packs else {}
 
     def save(epoch, step):
         save_with_state(path, params, state, cfg=cfg, data=data, stage="snn", epoch=epoch,

@@ -222,7 +222,7 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     import numpy as np
 
     from refsnn.models.arch import Block
-    from refsnn.models.snn import sparse_layer_names
+    from refsnn.models.snn import live_indices, sparse_layer_names
     from refsnn.models.snn_event import pack_event_network, snn_event_infer
     from refsnn.ops.event import pack_event_weights
     from refsnn.models.snn_infer import pack_snn_weights, snn_infer
@@ -233,7 +233,7 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     train_dense = _timeit(lambda: train_step(wmasks), warmup, repeats)
     packs = {name: pack_event_weights(params[f"{name}.weight"])
              for name in sparse_layer_names(arch)}  # once per mask change
-    live = {f"{k}.weight": ew.index[ew.order] for k, ew in packs.items()}  # Adam's, as stage D
+    live = live_indices(packs)  # Adam's live elements, as stage D
     train = _timeit(lambda: train_step(wmasks, packs, live), warmup, repeats)
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths

@@ -227,6 +227,13 @@ def sparse_layer_names(arch: Arch) -> tuple:
                  or (isinstance(layer, Linear) and layer.act))
 
 
+def live_indices(sparse: dict) -> dict:
+    """{"<layer>.weight": flat indices of its live weights, increasing} for the packings in
+    sparse: where snn_backward(packed_grads=True) puts each packed gradient, and what
+    adam_step(live=) takes (computed once per mask change, not per step)."""
+    return {f"{name}.weight": ew.index[ew.order] for name, ew in sparse.items()}
+
+
 def _check_params(fn, arch, params, dtype):
     missing = [k for k in snn_param_shapes(arch) if k not in params]
     if missing:
@@ -333,7 +340,7 @@ def snn_backward(grad_U: np.ndarray, arch: Arch, params: dict, tape: list, *,
     its temporaries over the tape's im2col matrices (one matrix fewer alive at a time: lower
     peak memory; the same gradients, bit for bit); the tape cannot be used again.
     packed_grads=True returns the sparse layers' weight gradients per live weight, (nnz,) in
-    increasing flat index (at ew.index[ew.order], ew = sparse[layer]; for adam_step(live=)),
+    increasing flat index (at live_indices(sparse)[f"{layer}.weight"]; for adam_step(live=)),
     instead of dense arrays that are zero at the pruned weights.
     """
     fn = "snn_backward"

@@ -20,8 +20,8 @@ import models.test_snn_infer as infer_tests
 import refsnn.models.snn as snn_module
 from models.test_snn_infer import T, _network
 from refsnn.models.arch import Linear, build_arch, draw_dropout_masks, init_params
-from refsnn.models.snn import (snn_backward, snn_forward, snn_init_neurons, snn_trace_arrays,
-                               sparse_layer_names)
+from refsnn.models.snn import (live_indices, snn_backward, snn_forward, snn_init_neurons,
+                               snn_trace_arrays, sparse_layer_names)
 from refsnn.ops.event import pack_event_weights, refresh_event_weights
 
 pytestmark = pytest.mark.usefixtures("numba_one_thread")  # see conftest.py
@@ -146,6 +146,7 @@ def test_packed_gradients_are_the_dense_ones_at_the_packing():
             ew = sparse[name]
             np.testing.assert_array_equal(packed[key], ref.reshape(-1)[ew.index[ew.order]])
             assert np.all(np.diff(ew.index[ew.order]) > 0)
+            np.testing.assert_array_equal(live_indices(sparse)[key], ew.index[ew.order])
         else:
             np.testing.assert_array_equal(packed[key], ref, err_msg=key)
     with pytest.raises(TypeError, match="packed_grads must be a bool"):
