@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..ops.activation import (dropout_backward, dropout_forward, flatten_forward, relu_backward,
-                              relu_forward)
+                              relu_forward, zero_units_of)
 from ..ops.conv import conv2d_backward, conv2d_forward
 from ..ops.conv_relu import ConvReluOut, conv2d_relu_backward, conv2d_relu_forward
 from ..ops.linear import linear_backward, linear_forward
@@ -111,12 +111,22 @@ def ann_forward(arch: Arch, params: dict, x: np.ndarray, *, masks: dict | None =
 
 
 def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, *,
-                 masks: dict | None = None, grad_acts: dict | None = None) -> dict:
+                 masks: dict | None = None, grad_acts: dict | None = None,
+                 zero_units: bool = True) -> dict:
     """Gradients {"<layer>.weight": array} of a scalar loss, given dL/dlogits.
 
     Walks the tape in reverse: dropout (x mask), ReLU (x [a > 0]), then the conv/linear VJP;
     a Block sums the gradients of its two paths at its input. The first layer gets no input
     gradient (the images need none).
+
+    ReLU at 0: torch's derivative 0, except on the units of a conv or linear layer whose weights
+    are all zero (a filter or row that sparse learning has pruned, or just regrown at 0): their
+    pre-activation is exactly 0 for every sample, and the derivative there is taken as 1, the
+    right derivative. With torch's 0 such a unit gets gradient 0 for ever: channel-mode sparse
+    learning (SPEC 4.2.5) could neither rank dead filters by momentum nor train a regrown one.
+    A network without all-zero units gets torch's gradients, bit for bit. The ReLU after a
+    Block's sum keeps torch's derivative (the shortcut makes its input nonzero).
+    zero_units=False: torch's derivative 0 everywhere (for cross-checks against torch).
 
     grad_acts: optional {name: dL/dA} for losses on hidden activations (the AT loss of SPEC
     4.1, see models.attention_points). ``name`` is a Conv record's name ("conv3") or a Block's
@@ -124,6 +134,9 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
     gradient at that post-ReLU activation *before dropout*, i.e. after undoing the dropout and
     before the ReLU mask. None (default) or {} leaves the walk unchanged, bit for bit.
     """
+    if not isinstance(zero_units, (bool, np.bool_)):
+        raise TypeError(f"ann_backward: zero_units must be a bool, got "
+                        f"{type(zero_units).__name__} {zero_units!r}")
     if grad_acts is not None:
         _check_grad_acts(grad_acts, tape)
     grads, g = {}, grad_logits
@@ -134,14 +147,15 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
             if grad_acts and rec.layer.name in grad_acts:
                 g = g + grad_acts[rec.layer.name]  # dL/dA from a loss on A itself
             g = _conv_relu_back(g, rec.layer, params, rec.out, rec.x_shape, grads,
-                                need_x=not first)
+                                need_x=not first, zero_units=zero_units)
         elif isinstance(rec, PoolRecord):
             g = avg_pool2d_backward(g, rec.x_shape, kernel=POOL_KERNEL)
         elif isinstance(rec, LinearRecord):
             layer = rec.layer
             g = _undrop(g, masks, layer.name)
             if layer.act:
-                g = relu_backward(g, rec.a)
+                g = relu_backward(g, rec.a, zero_units=_zero_units(params, layer.name,
+                                                                   zero_units))
             lg = linear_backward(g, rec.x, params[f"{layer.name}.weight"], need_x=not first)
             grads[f"{layer.name}.weight"] = lg.w
             g = None if first else lg.x.reshape(rec.x_shape)
@@ -153,7 +167,7 @@ def ann_backward(grad_logits: np.ndarray, arch: Arch, params: dict, tape: list, 
             g_h = _conv_back(g, blk.conv2, params, rec.h_in, grads, need_x=True)
             g_h = _undrop(g_h, masks, blk.conv1.name)
             g_x = _conv_relu_back(g_h, blk.conv1, params, rec.hid, rec.x.shape, grads,
-                                  need_x=not first)
+                                  need_x=not first, zero_units=zero_units)
             if blk.shortcut is not None:
                 g_s = _conv_back(g, blk.shortcut, params, rec.x, grads, need_x=not first)
             else:
@@ -186,9 +200,18 @@ def _undrop(g, masks, name):
     return dropout_backward(g, masks[name])
 
 
-def _conv_relu_back(g, layer: Conv, params, out, x_shape, grads, *, need_x):
+def _zero_units(params, name, enabled):
+    """The all-zero units of a layer (see ann_backward), or None when there are none."""
+    if not enabled:
+        return None
+    zero = zero_units_of(params[f"{name}.weight"])
+    return zero if zero.any() else None
+
+
+def _conv_relu_back(g, layer: Conv, params, out, x_shape, grads, *, need_x, zero_units):
     cg = conv2d_relu_backward(g, out, x_shape, params[f"{layer.name}.weight"],
-                              stride=layer.stride, padding=layer.padding, need_x=need_x)
+                              stride=layer.stride, padding=layer.padding, need_x=need_x,
+                              zero_units=_zero_units(params, layer.name, zero_units))
     grads[f"{layer.name}.weight"] = cg.w
     return cg.x
 

@@ -24,10 +24,15 @@ def relu_forward(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def relu_backward(grad_y: np.ndarray, y: np.ndarray) -> np.ndarray:
+def relu_backward(grad_y: np.ndarray, y: np.ndarray, *,
+                  zero_units: np.ndarray | None = None) -> np.ndarray:
     """grad_x = 0 where y <= 0 else grad_y, with y the forward output (x = 0 gets gradient 0).
 
-    Matches torch's threshold_backward(grad_y, y, 0).
+    Matches torch's threshold_backward(grad_y, y, 0). zero_units: optional bool array over
+    axis 1 of y (channels of (N, C, ...), features of (N, F)), True on the units of the layer
+    before the ReLU whose weights are all zero: their input is 0 for every sample, and there
+    the derivative at 0 is taken as 1 (the right derivative), so grad_x = grad_y on them.
+    This lets a dead or just-regrown conv filter or linear row learn (refsnn.models.ann).
     """
     fn = "relu_backward"
     check_array(fn, "grad_y", grad_y)
@@ -37,7 +42,38 @@ def relu_backward(grad_y: np.ndarray, y: np.ndarray) -> np.ndarray:
     grad_x = np.empty(y.shape, dtype=y.dtype)
     _relu_backward_kernel(np.ascontiguousarray(grad_y).reshape(-1),
                           np.ascontiguousarray(y).reshape(-1), grad_x.reshape(-1))
+    if zero_units is not None:
+        units = check_units(fn, zero_units, y.shape)
+        grad_x[:, units] = grad_y[:, units]
     return grad_x
+
+
+def check_units(fn: str, zero_units, shape: tuple) -> np.ndarray:
+    """zero_units as a bool array of shape (shape[1],), else a ValueError/TypeError."""
+    if not isinstance(zero_units, np.ndarray) or zero_units.dtype != np.bool_:
+        got = zero_units.dtype if isinstance(zero_units, np.ndarray) else type(zero_units)
+        raise TypeError(f"{fn}: zero_units must be a bool numpy array, got {got}")
+    if len(shape) < 2 or zero_units.shape != (shape[1],):
+        raise ValueError(f"{fn}: zero_units.shape={zero_units.shape}, expected "
+                         f"({shape[1] if len(shape) > 1 else '?'},): one flag per unit (axis 1 "
+                         f"of the activation, shape {shape})")
+    return zero_units
+
+
+def zero_units_of(w: np.ndarray) -> np.ndarray:
+    """bool (out,): the output units (conv filters W[o], linear rows W[o]) whose weights are
+    all zero. Their pre-activation is exactly 0 for every input (no bias, SPEC 2).
+
+    Each row is scanned up to its first nonzero weight, so a dense layer costs one read per
+    row (np.any over the weights would read them all on every backward).
+    """
+    check_array("zero_units_of", "w", w)
+    if w.ndim < 2:
+        raise ValueError(f"zero_units_of: w must be a conv (O, I, kH, kW) or linear (out, in) "
+                         f"weight, got shape {w.shape}")
+    out = np.empty(w.shape[0], dtype=np.bool_)
+    _zero_rows_kernel(np.ascontiguousarray(w).reshape(w.shape[0], -1), out)
+    return out
 
 
 def dropout_mask(shape: tuple, p: float, rng: np.random.Generator, dtype) -> np.ndarray:
@@ -105,6 +141,18 @@ def _relu_backward_kernel(grad_y, y, grad_x):
     for b in numba.prange((n + _CHUNK - 1) // _CHUNK):
         for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
             grad_x[i] = 0.0 if y[i] <= 0 else grad_y[i]  # torch's threshold_backward
+
+
+@numba.njit(cache=True)
+def _zero_rows_kernel(w, out):
+    # out[o] = all(w[o] == 0), stopping at the row's first nonzero (NaN counts as nonzero)
+    for o in range(w.shape[0]):
+        zero = True
+        for j in range(w.shape[1]):
+            if w[o, j] != 0:
+                zero = False
+                break
+        out[o] = zero
 
 
 @numba.njit(cache=True)

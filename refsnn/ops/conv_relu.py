@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from .._checks import check_array, check_same_dtype
+from .activation import check_units
 from .conv import Conv2dGrads, _check_conv, conv2d_backward_cm, im2col
 
 
@@ -40,10 +41,13 @@ def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1,
 
 
 def conv2d_relu_backward(grad_y: np.ndarray, out: ConvReluOut, x_shape: tuple, w: np.ndarray, *,
-                         stride: int = 1, padding: int = 0, need_x: bool = True) -> Conv2dGrads:
+                         stride: int = 1, padding: int = 0, need_x: bool = True,
+                         zero_units: np.ndarray | None = None) -> Conv2dGrads:
     """VJP of conv2d_relu_forward: g = grad_y where y > 0 else 0, then conv2d's VJP with g.
 
     out: the forward's ConvReluOut; x_shape: the forward input's shape. out.cols is left intact.
+    zero_units: optional bool (C_out,), True on all-zero filters (zero_units_of(w)): there the
+    conv output is 0 everywhere and g = grad_y (ReLU's right derivative at 0, see relu_backward).
     """
     fn = "conv2d_relu_backward"
     check_array(fn, "grad_y", grad_y, ndim=4, dims="(N, C_out, H_out, W_out)")
@@ -54,6 +58,10 @@ def conv2d_relu_backward(grad_y: np.ndarray, out: ConvReluOut, x_shape: tuple, w
     g_cm = np.empty((c_out, n, ho * wo), dtype=grad_y.dtype)
     _nchw_to_cm_relu_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo),
                             out.y.reshape(n, c_out, ho * wo), g_cm)
+    if zero_units is not None:
+        units = check_units(fn, zero_units, grad_y.shape)
+        g_cm[units] = np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo)[:, units] \
+            .transpose(1, 0, 2)
     return conv2d_backward_cm(g_cm.reshape(c_out, n * ho * wo), out.cols, w, tuple(x_shape),
                               stride=stride, padding=padding, need_x=need_x)
 

@@ -13,7 +13,8 @@ import naive
 from gradcheck import adjoint_check, away_from_zero, elementwise_fd
 from refsnn.ops import activation
 from refsnn.ops.activation import (dropout_backward, dropout_forward, dropout_mask,
-                                   flatten_backward, flatten_forward, relu_backward, relu_forward)
+                                   flatten_backward, flatten_forward, relu_backward, relu_forward,
+                                   zero_units_of)
 from strategies import nd_arrays, seeds
 from tolerances import assert_close
 
@@ -64,6 +65,36 @@ def test_relu_gradient_at_zero_is_zero():
     y = relu_forward(x)
     assert np.array_equal(y, [0.0, 0.0, 0.0, 2.0])
     assert np.array_equal(relu_backward(np.array([3.0, 5.0, 7.0, 11.0]), y), [0.0, 0.0, 0.0, 11.0])
+
+
+def test_relu_zero_units_pass_gradient_on_their_axis1_slices():
+    """zero_units flags slices along axis 1 (channels / features): there grad_x = grad_y
+    whatever y is; elsewhere torch's mask y > 0, unchanged."""
+    rng = np.random.default_rng(5)
+    for shape in ((3, 4), (2, 4, 3, 2)):
+        y = relu_forward(rng.standard_normal(shape))
+        y[:, 1] = 0.0  # a unit whose weights are all zero: pre-activation 0 everywhere
+        g = rng.standard_normal(shape)
+        zero = np.array([False, True, False, True])
+        got = relu_backward(g, y, zero_units=zero)
+        expected = np.where(y > 0, g, 0.0)
+        expected[:, zero] = g[:, zero]
+        assert np.array_equal(got, expected), shape
+        assert np.array_equal(relu_backward(g, y, zero_units=np.zeros(4, bool)),
+                              relu_backward(g, y))
+
+
+@given(seed=seeds, rows=st.integers(1, 6), cols=st.integers(1, 7))
+def test_zero_units_of_equals_numpy_any(seed, rows, cols):
+    """zero_units_of(w)[o] == not any(w[o] != 0), with -0.0 zero and NaN nonzero."""
+    rng = np.random.default_rng(seed)
+    w = rng.choice(np.array([0.0, -0.0, 1.5, np.nan]), size=(rows, cols), p=[.6, .2, .1, .1])
+    w[rng.random(rows) < 0.4] = 0.0
+    assert np.array_equal(zero_units_of(w), ~np.any(w != 0, axis=1))
+    w4 = w.reshape(rows, 1, 1, cols)
+    assert np.array_equal(zero_units_of(w4), ~np.any(w != 0, axis=1))
+    with pytest.raises(ValueError, match=r"zero_units_of: w must be a conv .* got shape"):
+        zero_units_of(w[0])
 
 
 def test_relu_propagates_nan_like_torch():

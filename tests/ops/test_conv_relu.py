@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 
 from refsnn.ops import conv_relu
-from refsnn.ops.activation import relu_backward, relu_forward
+from refsnn.ops.activation import relu_backward, relu_forward, zero_units_of
 from refsnn.ops.conv import conv2d_backward, conv2d_forward, im2col
 from refsnn.ops.conv_relu import conv2d_relu_backward, conv2d_relu_forward
 from strategies import conv2d_configs, seeds
@@ -82,3 +82,61 @@ def test_backward_rejects_mismatched_grad():
         conv2d_relu_backward(np.zeros((1, 3, 4, 5)), out, x.shape, w, padding=1)
     with pytest.raises(TypeError, match="conv2d_relu_backward"):
         conv2d_relu_backward(np.zeros((1, 3, 4, 4), np.float32), out, x.shape, w, padding=1)
+
+
+# --- all-zero filters: ReLU's right derivative at 0 (zero_units) -------------------------------
+
+@given(case=conv2d_configs(max_channels=4), seed=seeds)
+def test_zero_units_equal_composition_bitwise(case, seed):
+    """With zero_units, the fused backward equals relu_backward(g, y, zero_units=...) followed
+    by conv2d_backward, bit for bit; channels not flagged keep torch's y > 0 mask."""
+    x, w, s, p = case
+    rng = np.random.default_rng(seed)
+    w = w.copy()
+    w[rng.random(w.shape[0]) < 0.5] = 0.0
+    zero = zero_units_of(w)
+    out = conv2d_relu_forward(x, w, stride=s, padding=p)
+    g = rng.standard_normal(out.y.shape)
+    got = conv2d_relu_backward(g, out, x.shape, w, stride=s, padding=p, zero_units=zero)
+    ref = conv2d_backward(relu_backward(g, out.y, zero_units=zero), x, w, stride=s, padding=p)
+    _same(got.w, ref.w, "grad_w")
+    _same(got.x, ref.x, "grad_x")
+    plain = conv2d_relu_backward(g, out, x.shape, w, stride=s, padding=p)
+    _same(got.w[~zero], plain.w[~zero], "grad_w of the nonzero filters")
+
+
+def test_zero_filter_gradient_is_the_right_derivative():
+    """f(w) = sum(r * relu(conv(x, w))) with filter o all zero and x > 0. For a direction d
+    that is >= 0 on filter o (0 elsewhere), conv(x, d) >= 0, so f(w + h d) = f(w) +
+    h <r_o, conv(x, d_o)> exactly for h > 0: the one-sided difference equals <grad_w, d> up
+    to rounding. torch's derivative 0 at 0 would give 0 instead."""
+    rng = np.random.default_rng(7)
+    x = rng.random((2, 3, 6, 5)) + 0.1
+    w = rng.standard_normal((4, 3, 3, 3))
+    w[2] = 0.0
+    r = rng.standard_normal((2, 4, 6, 5))
+    d = np.zeros_like(w)
+    d[2] = rng.random((3, 3, 3))
+
+    def f(wt):
+        return float(np.sum(r * conv2d_relu_forward(x, wt, padding=1).y))
+
+    out = conv2d_relu_forward(x, w, padding=1)
+    grads = conv2d_relu_backward(r, out, x.shape, w, padding=1, zero_units=zero_units_of(w))
+    h = 1e-3
+    one_sided = (f(w + h * d) - f(w)) / h
+    assert np.isclose(one_sided, np.sum(grads.w * d), rtol=1e-10, atol=1e-12), \
+        (one_sided, np.sum(grads.w * d))
+    assert np.any(grads.w[2] != 0)
+    assert not np.any(conv2d_relu_backward(r, out, x.shape, w, padding=1).w[2])  # torch's
+
+
+def test_zero_units_checked():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    out = conv2d_relu_forward(x, w, padding=1)
+    g = np.ones(out.y.shape)
+    with pytest.raises(ValueError, match=r"conv2d_relu_backward: zero_units.shape=\(2,\), "
+                                         r"expected \(3,\)"):
+        conv2d_relu_backward(g, out, x.shape, w, padding=1, zero_units=np.zeros(2, bool))
+    with pytest.raises(TypeError, match="conv2d_relu_backward: zero_units must be a bool"):
+        conv2d_relu_backward(g, out, x.shape, w, padding=1, zero_units=np.zeros(3))
