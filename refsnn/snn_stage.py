@@ -13,7 +13,9 @@ without a mask get masks_from_weights (W != 0). apply_masks after every step (wi
 adam_step(live=), so their pruned weights stay +0.0 without it); at the end of
 every epoch but the last, sparse_update (Adam momenta, prune_rate(iterations done, total),
 mode --prune) at the density the masks start with (live / total of the convert checkpoint's
-masks, recorded as meta "target_density"), unless ``--mask frozen``. Checkpoints keep the masks.
+masks, recorded as meta "target_density"), unless ``--mask frozen`` (the only choice with
+--prune channel: a filter regrown at 0 never spikes and the surrogate is 0 at u = 0, so it
+could not learn; train.resolve_config). Checkpoints keep the masks.
 """
 
 from __future__ import annotations

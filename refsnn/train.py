@@ -123,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--snn-weight-decay", type=float, default=0.0,
                    help="L2 on weights in stage D (thresholds and leaks never decay)")
     g.add_argument("--snn-schedule", choices=("cosine", "step", "constant"), default="cosine")
-    g.add_argument("--mask", choices=("learn", "frozen"), default="learn",
-                   help="stage snn on a compressed model: keep sparse learning, or keep stage "
-                        "convert's masks fixed")
+    g.add_argument("--mask", choices=("learn", "frozen"), default=None,
+                   help="stage snn on a compressed model: keep sparse learning (default with "
+                        "--prune irregular), or keep stage convert's masks fixed (default, and "
+                        "the only choice, with --prune channel: a conv filter regrown at 0 "
+                        "never spikes, and the surrogate is 0 at u = 0, so it could not learn)")
     g.add_argument("--snn-kernels", choices=("dense", "sparse"), default="dense",
                    help="stage snn: the reference GEMMs, or weight-sparse convs and hidden "
                         "linears for layers of density <= 0.2 (ops/sparse_conv.py, "
@@ -169,6 +171,13 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise ValueError(f"--width must be > 0, got {cfg['width']}")
     if not 0 < cfg["density"] <= 1:
         raise ValueError(f"--density must be in (0, 1], got {cfg['density']}")
+    if cfg["mask"] is None:
+        cfg["mask"] = "frozen" if cfg["prune"] == "channel" else "learn"
+    if cfg["prune"] == "channel" and cfg["mask"] != "frozen":
+        raise ValueError("--mask learn with --prune channel: a conv filter regrown in stage snn "
+                         "starts at 0, its membrane stays 0 and the surrogate gradient "
+                         "(SPEC 5.2) is 0 at u = 0, so it would never learn; use --mask frozen "
+                         "(the default in channel mode)")
     if cfg["snn_kernels"] == "sparse" and cfg["mask"] != "frozen":
         raise ValueError("--snn-kernels sparse needs --mask frozen (got --mask "
                          f"{cfg['mask']}): sparse learning's regrowth reads the pruned weights' "

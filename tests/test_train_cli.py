@@ -145,12 +145,22 @@ def test_evaluate_rejects_a_checkpoint_of_another_shape(tmp_path, capsys):
     (["--stages", "ann,bogus"], "bogus"),
     (["--width", "-1"], "--width"),
     (["--arch", "vgg10"], "--arch"),
+    (["--prune", "channel", "--mask", "learn"], "--mask learn with --prune channel"),
 ])
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys, argv, match):
     with pytest.raises(SystemExit) as e:
         train.main(["--out", str(tmp_path / "x")] + argv)
     assert e.value.code == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, mask", [
+    ([], "learn"), (["--prune", "channel"], "frozen"), (["--mask", "frozen"], "frozen"),
+    (["--prune", "channel", "--mask", "frozen"], "frozen")])
+def test_mask_default_follows_the_pruning_mode(argv, mask):
+    """Stage snn keeps sparse learning in irregular mode, and freezes the masks in channel
+    mode, where a filter regrown at 0 could not learn (the surrogate is 0 at u = 0)."""
+    assert train.resolve_config(train.build_parser().parse_args(argv))["mask"] == mask
 
 
 def test_missing_data_dir_is_reported(tmp_path, capsys):
