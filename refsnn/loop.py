@@ -187,7 +187,7 @@ def load_resume(path, cfg: dict, stage: str):
 _RESUME_FREE = {"resume", "out", "stages", "quiet"}
 # configuration keys added after checkpoints were first written, with the value every run
 # before them had: an older checkpoint resumes as if it recorded it
-_ADDED_LATER = {"snn_kernels": "dense"}
+_ADDED_LATER = {"snn_kernels": "dense", "snn_channels": "full"}
 
 
 class Resumed(NamedTuple):

@@ -16,6 +16,13 @@ mode --prune) at the density the masks start with (live / total of the convert c
 masks, recorded as meta "target_density"), unless ``--mask frozen`` (the only choice with
 --prune channel: a filter regrown at 0 never spikes and the surrogate is 0 at u = 0, so it
 could not learn; train.resolve_config). Checkpoints keep the masks.
+
+Channel mode, frozen masks (``--snn-channels compact``, the default there): every step runs
+the network without its dead channels (prune/compact.py: the same logits, spikes and
+gradients, to rounding), on weights gathered from the full ones; the gradients are scattered
+back to full shape, so the optimizer state, the checkpoints and the report see the full
+network. Dropout masks are drawn for the full network and cut, so the random stream is the
+full path's; spike activity counts the removed neurons too (they never spike).
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ from .checkpoint import check_names_and_shapes, load_checkpoint
 from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate, metrics_append,
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
-from .models.arch import build_arch, draw_dropout_masks, param_shapes
+from .models.arch import build_arch, draw_dropout_masks, param_shapes, weight_layers
 from .models.snn import (BlockRecord, live_indices, snn_backward, snn_forward,
                          snn_param_shapes, sparse_layer_names, spiking_layers)
 from .ops.event import pack_event_weights, refresh_event_weights
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .optim import adam_init
 from .prune import apply_masks, masks_from_weights, momenta, sparse_update
+from .prune.compact import (channel_plan, compact_arch, gather_dropout, gather_params,
+                            scatter_grads)
 from .schedules import prune_rate
 
 SPARSE_MAX_DENSITY = 0.2  # --snn-kernels sparse: layers above this density stay dense
@@ -121,10 +130,12 @@ def clamp_neurons(arch, params) -> None:
         np.maximum(th, th.dtype.type(THRESHOLD_MIN), out=th)
 
 
-def spike_activity(tape, n_images: int) -> dict:
+def spike_activity(tape, n_images: int, neurons: dict | None = None) -> dict:
     """{layer: spikes over the T steps per neuron, averaged over the batch} from a tape.
 
     activity_l = sum_{t, n, i} s_l[t, n, i] / (N * neurons_l)   (SPEC 6)
+    neurons: {layer: neurons per image}, e.g. the full network's when the tape is a compact
+    network's (neuron_counts); default: the tape's own.
     """
     out = {}
     for rec in tape:
@@ -136,8 +147,16 @@ def spike_activity(tape, n_images: int) -> dict:
             continue
         for name, nr in pairs:
             s = nr.trace.spikes  # (T, N, ...)
-            out[name] = float(s.sum(dtype=np.float64)) / (n_images * int(np.prod(s.shape[2:])))
+            n = neurons[name] if neurons is not None else int(np.prod(s.shape[2:]))
+            out[name] = float(s.sum(dtype=np.float64)) / (n_images * n)
     return out
+
+
+def neuron_counts(arch) -> dict:
+    """{spiking layer: neurons per image}: C_out*H_out*W_out of a conv, n_out of a linear."""
+    return {layer.name: (layer.c_out * layer.out_hw[0] * layer.out_hw[1]
+                         if hasattr(layer, "c_out") else layer.n_out)
+            for layer in spiking_layers(arch)}
 
 
 def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) -> str:
@@ -182,6 +201,21 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
         if target is None:
             target = _density(wmasks)
 
+    plan = None  # channel mode, frozen masks: compute without the dead channels
+    if wmasks and cfg["mask"] == "frozen" and cfg.get("snn_channels") == "compact":
+        plan = channel_plan(arch, wmasks)
+        plan = plan if plan.removes_anything(arch) else None
+    run_arch = compact_arch(arch, plan) if plan else arch
+    shapes = {k: v.shape for k, v in trainable.items()}
+    neurons = neuron_counts(arch)
+    if plan:
+        log("[snn] channel-pruned layers run physically smaller: "
+            + ", ".join(f"{c.name} {c.c_in}x{c.c_out}" for c in weight_layers(run_arch)
+                        if hasattr(c, "c_out")) + " (input x output channels)")
+
+    def run_params():
+        return gather_params(arch, plan, params) if plan else params
+
     packs = _sparse_packs(arch, params) if cfg.get("snn_kernels") == "sparse" else None
     # the sparse layers' weights: Adam over their live elements only (the pruned ones stay 0)
     live = live_indices(packs) if packs else {}
@@ -196,29 +230,33 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
         bar.update(start_step)
         t0, seen0 = now(), running["seen"]
         for k, x, y, rng in train_batches(data, cfg, "snn", epoch, dtype, start=start_step):
-            masks = draw_dropout_masks(arch, len(y), rng, dtype)
+            masks = draw_dropout_masks(arch, len(y), rng, dtype)  # the full network's draw
             sparse = ({k: refresh_event_weights(ew, params[f"{k}.weight"])
                        for k, ew in packs.items()} if packs else None)
-            U, tape = snn_forward(arch, params, x, timesteps=cfg["timesteps"], masks=masks,
+            p_run, m_run = run_params(), gather_dropout(arch, plan, masks) if plan else masks
+            U, tape = snn_forward(run_arch, p_run, x, timesteps=cfg["timesteps"], masks=m_run,
                                   sparse=sparse, **_opts(cfg))
             loss = cross_entropy_forward(U, y)
-            grads = snn_backward(cross_entropy_backward(1.0, U, y), arch, params, tape,
-                                 masks=masks, sparse=sparse, consume_tape=True,
+            grads = snn_backward(cross_entropy_backward(1.0, U, y), run_arch, p_run, tape,
+                                 masks=m_run, sparse=sparse, consume_tape=True,
                                  packed_grads=bool(packs), **_opts(cfg))
+            if plan:
+                grads = scatter_grads(arch, plan, grads, shapes)
             optimizer_step(scfg, trainable, grads, state, live=live or None,
                            lr=learning_rate(scfg, epoch * spe + k, total), no_decay=no_decay)
             clamp_neurons(arch, params)
             if wmasks:  # SPEC 4.2.2: W <- W * M after every step (the live-only updates
                 apply_masks(params, {k: m for k, m in wmasks.items()  # leave their pruned
                                      if k[len("mask."):] not in live})  # weights at +0.0)
-            act = spike_activity(tape, len(y))
+            act = spike_activity(tape, len(y), neurons)
             running["loss"] += loss * len(y)
             running["activity"] += float(np.mean(list(act.values()))) * len(y)
             tally_step(running, U, y, bar, running["loss"])
             if checkpoint_due(cfg, k, spe):
                 save(epoch, k + 1)
         train_s, ips, test_acc = end_epoch(bar, t0, running["seen"] - seen0,
-                                           snn_predict(arch, params, cfg), data, cfg, dtype)
+                                           snn_predict(run_arch, run_params(), cfg), data,
+                                           cfg, dtype)
         rec = {"stage": "snn", "epoch": epoch + 1,
                "train_loss": running["loss"] / running["seen"],
                "train_acc": 100.0 * running["correct"] / running["seen"], "test_acc": test_acc,

@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--prune irregular), or keep stage convert's masks fixed (default, and "
                         "the only choice, with --prune channel: a conv filter regrown at 0 "
                         "never spikes, and the surrogate is 0 at u = 0, so it could not learn)")
+    g.add_argument("--snn-channels", choices=("compact", "full"), default=None,
+                   help="stage snn with --prune channel (masks frozen): run the network without "
+                        "its dead channels (compact; default, except with --snn-kernels "
+                        "sparse), or at full size (full); the same numbers to rounding "
+                        "(prune/compact.py)")
     g.add_argument("--snn-kernels", choices=("dense", "sparse"), default="dense",
                    help="stage snn: the reference GEMMs, or weight-sparse convs and hidden "
                         "linears for layers of density <= 0.2 (ops/sparse_conv.py, "
@@ -178,6 +183,11 @@ def resolve_config(args: argparse.Namespace) -> dict:
                          "starts at 0, its membrane stays 0 and the surrogate gradient "
                          "(SPEC 5.2) is 0 at u = 0, so it would never learn; use --mask frozen "
                          "(the default in channel mode)")
+    if cfg["snn_channels"] is None:
+        cfg["snn_channels"] = "full" if cfg["snn_kernels"] == "sparse" else "compact"
+    if cfg["snn_channels"] == "compact" and cfg["snn_kernels"] == "sparse":
+        raise ValueError("--snn-channels compact with --snn-kernels sparse: the weight-sparse "
+                         "kernels run the full layout; use --snn-channels full")
     if cfg["snn_kernels"] == "sparse" and cfg["mask"] != "frozen":
         raise ValueError("--snn-kernels sparse needs --mask frozen (got --mask "
                          f"{cfg['mask']}): sparse learning's regrowth reads the pruned weights' "

@@ -160,3 +160,44 @@ def test_evaluate_event_engine_gives_the_reference_accuracy_and_activity(tmp_pat
     assert ev["spike_activity_network"] == ref["spike_activity_network"]
     assert evaluate.main([str(out / "snn.safetensors"), "--engine", "event"]) == 0
     assert "event engine" in capsys.readouterr().out
+
+
+def test_channel_compact_trains_the_same_snn_to_rounding(tmp_path, capsys):
+    # one channel-pruned float64 model, stage D twice from its convert checkpoint (masks
+    # frozen, channel mode's default): without its dead channels, and at full size. The
+    # weights, thresholds, leaks and the logged spike activity must agree to rounding
+    import shutil
+
+    base = TINY + ["--dtype", "float64", "--prune", "channel", "--density", "0.3",
+                   "--compress-epochs", "2", "--snn-epochs", "1"]
+    src = tmp_path / "src"
+    assert train.main(base + ["--stages", "ann,compress,convert", "--out", str(src)]) == 0
+    runs, logs = {}, {}
+    for mode in ("compact", "full"):
+        out = tmp_path / mode
+        out.mkdir()
+        shutil.copy(src / "convert.safetensors", out / "convert.safetensors")
+        capsys.readouterr()
+        assert train.main([a for a in base if a != "--quiet"] + [
+            "--stages", "snn", "--snn-channels", mode, "--out", str(out)]) == 0
+        logs[mode] = capsys.readouterr().out
+        runs[mode] = load_checkpoint(out / "snn.safetensors")[0]
+        runs[mode + ".metrics"] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "run physically smaller" in logs["compact"]
+    assert "run physically smaller" not in logs["full"]
+    full, compact = runs["full"], runs["compact"]
+    for key, ref in full.items():
+        if not isinstance(ref, np.ndarray):
+            continue
+        err = float(np.abs(compact[key] - ref).max(initial=0.0))
+        assert err <= 1e-9 * max(1.0, float(np.abs(ref).max(initial=0.0))), key
+    a, b = runs["compact.metrics"], runs["full.metrics"]
+    assert abs(a["spike_activity"] - b["spike_activity"]) <= 1e-12
+    assert a["test_acc"] == b["test_acc"]
+
+
+def test_channel_compact_refuses_sparse_kernels(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(TINY + ["--stages", "snn", "--prune", "channel", "--snn-kernels", "sparse",
+                           "--snn-channels", "compact", "--out", str(tmp_path)])
+    assert "--snn-channels compact with --snn-kernels sparse" in capsys.readouterr().err
