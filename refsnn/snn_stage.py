@@ -35,7 +35,7 @@ from .checkpoint import check_names_and_shapes, load_checkpoint
 from .loop import (checkpoint_due, end_epoch, epoch_rng, evaluate, learning_rate, metrics_append,
                    metrics_truncate, now, optimizer_step, progress, resume_or_start, save_stage,
                    save_with_state, split_state, steps_per_epoch, tally_step, train_batches)
-from .models.arch import build_arch, draw_dropout_masks, param_shapes, weight_layers
+from .models.arch import Conv, build_arch, draw_dropout_masks, param_shapes, weight_layers
 from .models.snn import (BlockRecord, live_indices, snn_backward, snn_forward,
                          snn_param_shapes, sparse_layer_names, spiking_layers)
 from .ops.event import pack_event_weights, refresh_event_weights
@@ -155,7 +155,7 @@ def spike_activity(tape, n_images: int, neurons: dict | None = None) -> dict:
 def neuron_counts(arch) -> dict:
     """{spiking layer: neurons per image}: C_out*H_out*W_out of a conv, n_out of a linear."""
     return {layer.name: (layer.c_out * layer.out_hw[0] * layer.out_hw[1]
-                         if hasattr(layer, "c_out") else layer.n_out)
+                         if isinstance(layer, Conv) else layer.n_out)
             for layer in spiking_layers(arch)}
 
 
@@ -211,7 +211,7 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
     if plan:
         log("[snn] channel-pruned layers run physically smaller: "
             + ", ".join(f"{c.name} {c.c_in}x{c.c_out}" for c in weight_layers(run_arch)
-                        if hasattr(c, "c_out")) + " (input x output channels)")
+                        if isinstance(c, Conv)) + " (input x output channels)")
 
     def run_params():
         return gather_params(arch, plan, params) if plan else params
