@@ -118,9 +118,26 @@ def channel_plan(arch: Arch, masks: dict) -> ChannelPlan:
     return ChannelPlan(out, inp)
 
 
+def _check_plan(fn: str, arch: Arch, plan) -> None:
+    """A ChannelPlan made for ``arch`` (channel_plan), else a TypeError / ValueError."""
+    if not isinstance(plan, ChannelPlan):
+        raise TypeError(f"{fn}: plan must be a ChannelPlan (channel_plan(arch, masks)), got "
+                        f"{type(plan).__name__}")
+    for layer in weight_layers(arch):
+        if layer.name not in plan.out or layer.name not in plan.inp:
+            raise ValueError(f"{fn}: plan has no entry for layer {layer.name!r}: it was made "
+                             f"for another architecture than {arch.name}")
+        for kept, n, side in ((plan.out[layer.name], _n_out(layer), "output"),
+                              (plan.inp[layer.name], _n_in(layer), "input")):
+            if kept is not None and (kept.size == 0 or kept[-1] >= n):
+                raise ValueError(f"{fn}: plan keeps {side} indices {kept[:3]}... of layer "
+                                 f"{layer.name!r}, which has {n}: made for another network")
+
+
 def compact_arch(arch: Arch, plan: ChannelPlan) -> Arch:
     """The same layers with the kept channel counts (names, kernels, strides, dropout and
     spatial sizes unchanged)."""
+    _check_plan("compact_arch", arch, plan)
     def conv(c):
         return c._replace(c_in=plan.inp[c.name].size, c_out=plan.out[c.name].size)
 
@@ -151,6 +168,7 @@ def gather_params(arch: Arch, plan: ChannelPlan, params: dict) -> dict:
     """{name: array} for compact_arch(arch, plan): each weight's kept block (a new contiguous
     array), every other entry (thresholds, leaks) the same object. Keys not of a weight layer
     (e.g. masks) are left out."""
+    _check_plan("gather_params", arch, plan)
     out = {}
     layers = {f"{layer.name}.weight": layer for layer in weight_layers(arch)}
     for key, value in params.items():
@@ -164,6 +182,7 @@ def gather_params(arch: Arch, plan: ChannelPlan, params: dict) -> dict:
 def scatter_grads(arch: Arch, plan: ChannelPlan, grads: dict, shapes: dict) -> dict:
     """Full-shape gradients from the compact network's: each weight's kept block written into
     zeros of ``shapes[key]`` (the removed entries' true gradient is 0), others passed on."""
+    _check_plan("scatter_grads", arch, plan)
     out = {}
     layers = {f"{layer.name}.weight": layer for layer in weight_layers(arch)}
     for key, g in grads.items():

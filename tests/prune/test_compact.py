@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.test_snn_infer import T, _network
-from refsnn.models.arch import Block, Conv, build_arch, draw_dropout_masks, weight_layers
+from refsnn.models.arch import (Block, Conv, build_arch, draw_dropout_masks, weight_layers,
+                                weight_shape)
 from refsnn.models.snn import snn_backward, snn_forward, snn_param_shapes, snn_trace_arrays
 from refsnn.prune.compact import (channel_plan, compact_arch, gather_dropout, gather_params,
                                   scatter_grads)
@@ -123,3 +124,21 @@ def test_dense_network_removes_nothing():
     plan = channel_plan(arch, params)
     assert not plan.removes_anything(arch)
     assert compact_arch(arch, plan) == arch
+
+
+def test_a_plan_of_another_network_is_refused():
+    arch, params, _ = _network("vgg9", 15, 0.5, "channel")
+    other, other_params, _ = _network("resnet12", 15, 0.5, "channel")
+    plan = channel_plan(other, other_params)
+    with pytest.raises(ValueError, match="compact_arch: plan has no entry for layer 'conv1'"):
+        compact_arch(arch, plan)
+    wide = build_arch("vgg9", in_shape=(1, 16, 16), classes=4, width=1 / 8)
+    wide_plan = channel_plan(wide, {k: np.ones(v) for k, v in _weight_shapes(wide).items()})
+    with pytest.raises(ValueError, match="gather_params: plan keeps output indices"):
+        gather_params(arch, wide_plan, params)
+    with pytest.raises(TypeError, match="scatter_grads: plan must be a ChannelPlan"):
+        scatter_grads(arch, {"out": {}}, {}, {})
+
+
+def _weight_shapes(arch):
+    return {f"{layer.name}.weight": weight_shape(layer) for layer in weight_layers(arch)}
