@@ -46,7 +46,11 @@ from .prune.compact import (channel_plan, compact_arch, gather_dropout, gather_p
                             scatter_grads)
 from .schedules import prune_rate
 
-SPARSE_MAX_DENSITY = 0.2  # --snn-kernels sparse: layers above this density stay dense
+# weight-sparse kernels (--snn-kernels sparse, or auto with frozen masks): a layer runs them
+# when its weight density is at most this; measured with tools/bench_sparse_layers.py (vgg9
+# widths 0.25-1, inputs 6 % nonzero as in trained SNNs): convs at density 0.1 took 0.23-0.98
+# of the dense time, at 0.2 0.60-1.95; linears at 0.05 0.67-1.04, at 0.1 0.79-1.56
+SPARSE_MAX_DENSITY = {"conv": 0.1, "linear": 0.05}
 
 LEAK_MAX, THRESHOLD_MIN = 1.0, 1e-3
 
@@ -288,7 +292,8 @@ def train_snn(cfg: dict, data, out_dir: str, convert_path: str, *, log=print) ->
 def _sparse_packs(arch, params) -> dict:
     """{layer: packing of its live weights} of the layers snn_forward can run weight-sparse
     (sparse_layer_names: the stride-1 convs after the first, outside residual blocks, and the
-    hidden linears) whose density is at most SPARSE_MAX_DENSITY, for --snn-kernels sparse. The
+    hidden linears) whose density is at most SPARSE_MAX_DENSITY of its kind, for --snn-kernels
+    sparse. The
     live set is the layer's mask where it has one (a live weight that is exactly 0 is packed
     too), else W != 0; the masks are frozen, so packed once."""
     packs = {}
@@ -296,7 +301,7 @@ def _sparse_packs(arch, params) -> dict:
         w, mask = params[f"{name}.weight"], params.get(f"mask.{name}.weight")
         ew = (pack_event_weights(w) if mask is None
               else refresh_event_weights(pack_event_weights(mask), w))
-        if ew.density <= SPARSE_MAX_DENSITY:
+        if ew.density <= SPARSE_MAX_DENSITY["conv" if w.ndim == 4 else "linear"]:
             packs[name] = ew
     return packs
 

@@ -133,13 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "its dead channels (compact; default, except with --snn-kernels "
                         "sparse), or at full size (full); the same numbers to rounding "
                         "(prune/compact.py)")
-    g.add_argument("--snn-kernels", choices=("dense", "sparse"), default="dense",
-                   help="stage snn: the reference GEMMs, or weight-sparse convs and hidden "
-                        "linears for layers of density <= 0.2 (ops/sparse_conv.py, "
-                        "ops/sparse_linear.py; equal to rounding; "
-                        "faster on wide layers at low density, slower on small ones: see "
-                        "docs/performance.md; needs --mask frozen, since they compute no "
-                        "gradient for pruned weights)")
+    g.add_argument("--snn-kernels", choices=("auto", "dense", "sparse"), default="auto",
+                   help="stage snn: the reference GEMMs (dense), or weight-sparse convs of "
+                        "density <= 0.1 and hidden linears of density <= 0.05, the rest dense "
+                        "(sparse; ops/sparse_conv.py, ops/sparse_linear.py; equal to rounding; "
+                        "the thresholds measured by tools/bench_sparse_layers.py). Needs "
+                        "--mask frozen, since they compute no gradient for pruned weights. "
+                        "auto: sparse with frozen irregular masks, else dense")
     return p
 
 
@@ -183,6 +183,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
                          "starts at 0, its membrane stays 0 and the surrogate gradient "
                          "(SPEC 5.2) is 0 at u = 0, so it would never learn; use --mask frozen "
                          "(the default in channel mode)")
+    if cfg["snn_kernels"] == "auto":
+        cfg["snn_kernels"] = ("sparse" if cfg["mask"] == "frozen" and cfg["prune"] == "irregular"
+                              else "dense")
     if cfg["snn_channels"] is None:
         cfg["snn_channels"] = "full" if cfg["snn_kernels"] == "sparse" else "compact"
     if cfg["snn_channels"] == "compact" and cfg["snn_kernels"] == "sparse":

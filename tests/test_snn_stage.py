@@ -105,7 +105,8 @@ def test_sparse_kernels_train_the_same_snn_to_rounding(tmp_path, monkeypatch):
     # masks: the weight-sparse layers must end at the dense path's weights to rounding
     import shutil
 
-    monkeypatch.setattr(snn_stage, "SPARSE_MAX_DENSITY", 1.0)  # every layer that can
+    monkeypatch.setattr(snn_stage, "SPARSE_MAX_DENSITY",  # every layer that can
+                        {"conv": 1.0, "linear": 1.0})
     used = []
     packs = snn_stage._sparse_packs
     monkeypatch.setattr(snn_stage, "_sparse_packs", lambda *a: used.append(packs(*a)) or used[-1])
@@ -201,3 +202,32 @@ def test_channel_compact_refuses_sparse_kernels(tmp_path, capsys):
         train.main(TINY + ["--stages", "snn", "--prune", "channel", "--snn-kernels", "sparse",
                            "--snn-channels", "compact", "--out", str(tmp_path)])
     assert "--snn-channels compact with --snn-kernels sparse" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, kernels, channels", [
+    ([], "dense", "compact"), (["--mask", "frozen"], "sparse", "full"),
+    (["--prune", "channel"], "dense", "compact"),
+    (["--mask", "frozen", "--snn-kernels", "dense"], "dense", "compact")])
+def test_snn_kernels_auto(argv, kernels, channels):
+    """auto: the weight-sparse kernels where they apply (frozen irregular masks), else dense;
+    channel mode runs the compact network on the dense kernels instead."""
+    cfg = train.resolve_config(train.build_parser().parse_args(argv))
+    assert (cfg["snn_kernels"], cfg["snn_channels"]) == (kernels, channels)
+
+
+def test_sparse_packs_take_the_layers_below_their_kinds_threshold():
+    """Convs at density <= 0.1 and hidden linears at <= 0.05 run weight-sparse (measured
+    thresholds, SPARSE_MAX_DENSITY); denser layers stay on the GEMMs."""
+    arch = build_arch("vgg9", in_shape=(1, 28, 28), classes=10, width=0.25)
+    rng = np.random.default_rng(0)
+    params = {}
+    live = {"conv2": 0.1, "conv3": 0.11, "conv4": 0.05, "fc1": 0.05, "fc2": 0.06}
+    for name, shape in snn_stage.snn_param_shapes(arch).items():
+        if not name.endswith(".weight"):
+            continue
+        w = rng.standard_normal(shape)
+        flat = w.reshape(-1)
+        keep = int(live.get(name[:-len(".weight")], 1.0) * flat.size)  # density <= the value
+        flat[rng.permutation(flat.size)[keep:]] = 0.0
+        params[name] = w
+    assert sorted(snn_stage._sparse_packs(arch, params)) == ["conv2", "conv4", "fc1"]
