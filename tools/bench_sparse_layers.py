@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -38,17 +37,9 @@ from refsnn.ops.linear import linear_backward, linear_forward  # noqa: E402
 from refsnn.ops.sparse_linear import linear_sparse_backward  # noqa: E402
 from refsnn.runtime import configure_runtime  # noqa: E402
 
+from bench_event import _median_ms  # noqa: E402  (tools/: one warm-up, then the median)
+
 T, N = 5, 32
-
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def _layer_fns(layer, w, ew, x, g):
