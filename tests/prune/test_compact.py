@@ -3,15 +3,16 @@
 vgg9 and resnet12 at width 1/16, T = 3, float64, whole filters killed at random (density 1,
 0.6, 0.3; test_snn_infer's calibrated networks), dropout drawn for the full network or none.
 The compact network must give the full network's logits and every gradient to 1e-12 relative
-of their scale, the same spikes on the kept channels, and the full network must have no spike
-and exactly zero gradient on everything removed (the premise of removing it).
+(to the logits' scale, and to the largest gradient entry), the same spikes on the kept
+channels, and the full network must have no spike and exactly zero gradient on everything
+removed (the premise of removing it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from models.test_snn_infer import T, _network
@@ -29,6 +30,7 @@ def _alive(params, conv):
 
 
 @settings(max_examples=12, deadline=None)
+@example(name="vgg9", seed=609, density=0.6, dropout=False)  # a threshold grad. of 2e-7
 @given(name=st.sampled_from(["vgg9", "resnet12"]), seed=st.integers(0, 2**16),
        density=st.sampled_from([1.0, 0.6, 0.3]), dropout=st.booleans())
 def test_compact_network_gives_the_full_numbers(name, seed, density, dropout):
@@ -62,8 +64,10 @@ def test_compact_network_gives_the_full_numbers(name, seed, density, dropout):
     g2 = scatter_grads(arch, plan, snn_backward(grad_u, small, p_small, tape2, masks=d_small),
                        {k: v.shape for k, v in params.items()})
     assert set(g2) == set(g)
+    # relative to the largest gradient entry of the network: a threshold's or leak's gradient
+    # is a sum over every neuron of the layer that can cancel to far below its terms
+    gs = max(float(np.abs(v).max()) for v in g.values())
     for key in g:
-        gs = max(1e-300, float(np.abs(g[key]).max()))
         assert float(np.abs(g2[key] - g[key]).max()) <= 1e-12 * gs, key
         if key.endswith(".weight"):  # the full gradient is exactly 0 where nothing is kept
             kept = np.zeros(g[key].shape, dtype=bool)
