@@ -12,8 +12,8 @@ both ways, alternating one compact and one full step after warm-up:
   without the dead channels, scatter the gradients to full shape, the same Adam and masks.
 and the same for inference (forward, dropout off). Prints medians and min-max in ms/image
 (training) and images/s (inference), the compact / full ratios, and the MACs per step of
-both networks. Run it with the machine's background jobs paused; OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE are removed as in tools/bench.py.
+both networks. Run it with the machine's background jobs paused; it re-runs itself in
+tools/bench.py's environment (OPENBLAS_CORETYPE removed, heap and BLAS-thread settings).
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ import os
 import sys
 import time
 
-_FLAG = "REFSNN_BENCH_CHANNEL_ENV"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import bench  # noqa: E402  (tools/bench.py: the benchmark environment, shared)
 
 
 def _reexec_clean():
-    if os.environ.get(_FLAG):
-        return
-    env = dict(os.environ, **{_FLAG: "1"})
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        env.pop(k, None)
-    env.setdefault("MALLOC_MMAP_MAX_", "0")
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**31 - 1))
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    """Re-run this script once in tools/bench.py's environment (bench._clean_env)."""
+    if not os.environ.get(bench._ENV_FLAG):
+        os.execve(sys.executable, [sys.executable] + sys.argv, bench._clean_env(False))
 
 
 def main(argv=None) -> int:
@@ -51,7 +48,6 @@ def main(argv=None) -> int:
     if not 0 < args.keep <= 1:
         raise SystemExit(f"--keep must be in (0, 1], got {args.keep}")
     _reexec_clean()
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import numpy as np
 
     from refsnn.metrics import compression_ratio

@@ -138,6 +138,7 @@ def compact_arch(arch: Arch, plan: ChannelPlan) -> Arch:
     """The same layers with the kept channel counts (names, kernels, strides, dropout and
     spatial sizes unchanged)."""
     _check_plan("compact_arch", arch, plan)
+
     def conv(c):
         return c._replace(c_in=plan.inp[c.name].size, c_out=plan.out[c.name].size)
 
