@@ -16,21 +16,41 @@ import numpy as np
 from .._checks import check_array, check_same_dtype
 from .activation import check_units
 from .conv import Conv2dGrads, _check_conv, conv2d_backward_cm, im2col
+from .winograd import winograd_applies, winograd_conv_backward, winograd_conv_forward
 
 
 class ConvReluOut(NamedTuple):
     y: np.ndarray  # relu(conv2d(x, w)), (N, C_out, H_out, W_out)
-    cols: np.ndarray  # im2col(x), (C_in*kH*kW, N*H_out*W_out): what the backward needs of x
+    cols: np.ndarray  # what the backward needs of x: im2col(x), (C_in*kH*kW, N*H_out*W_out),
+    #                   or, when winograd, the transformed input (P, 16, C_in) (ops.winograd)
+    winograd: bool = False
 
 
-def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1,
-                        padding: int = 0) -> ConvReluOut:
+METHODS = ("auto", "im2col", "winograd")
+
+
+def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1, padding: int = 0,
+                        method: str = "auto") -> ConvReluOut:
     """y = relu(conv2d(x, w)) with y = 0 where the conv output is <= 0 (NaN passes).
 
-    Shapes as conv2d_forward. Returns the output and the im2col matrix of x.
+    Shapes as conv2d_forward. Returns the output and what the backward needs of x.
+    method: "im2col" (one GEMM over the im2col matrix: the reference), "winograd"
+    (ops.winograd, F(2x2, 3x3); 3x3 filters, stride 1, padding 1 only) or "auto": Winograd
+    where ops.winograd.winograd_applies says so (a shape rule), im2col elsewhere. The two
+    agree to rounding (tests).
     Matches torch.relu(torch.nn.functional.conv2d(x, w, None, stride, padding)).
     """
-    stride, padding, ho, wo = _check_conv("conv2d_relu_forward", x, w, stride, padding)
+    fn = "conv2d_relu_forward"
+    stride, padding, ho, wo = _check_conv(fn, x, w, stride, padding)
+    if method not in METHODS:
+        raise ValueError(f"{fn}: method must be one of {METHODS}, got {method!r}")
+    if method == "winograd" and (w.shape[2:] != (3, 3) or stride != 1 or padding != 1):
+        raise ValueError(f"{fn}: method='winograd' needs 3x3 filters, stride 1 and padding 1, "
+                         f"got w.shape={w.shape}, stride={stride}, padding={padding}")
+    if method == "winograd" or (method == "auto"
+                                and winograd_applies(x.shape, w.shape, stride, padding)):
+        y, v = winograd_conv_forward(x, w, relu=True)
+        return ConvReluOut(y, v, True)
     n = x.shape[0]
     c_out, c_in, kh, kw = w.shape
     cols = im2col(x, kh, kw, stride, padding, ho, wo)
@@ -55,6 +75,10 @@ def conv2d_relu_backward(grad_y: np.ndarray, out: ConvReluOut, x_shape: tuple, w
     if grad_y.shape != out.y.shape:
         raise ValueError(f"{fn}: grad_y.shape={grad_y.shape}, expected {out.y.shape} (y's shape)")
     n, c_out, ho, wo = grad_y.shape
+    if out.winograd:
+        units = None if zero_units is None else check_units(fn, zero_units, grad_y.shape)
+        return winograd_conv_backward(grad_y, out.cols, w, tuple(x_shape), need_x=need_x,
+                                      y_relu=out.y, pass_units=units)
     g_cm = np.empty((c_out, n, ho * wo), dtype=grad_y.dtype)
     _nchw_to_cm_relu_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo),
                             out.y.reshape(n, c_out, ho * wo), g_cm)
