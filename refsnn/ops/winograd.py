@@ -43,13 +43,15 @@ import numpy as np
 from .._checks import check_array, check_same_dtype
 from .conv import Conv2dGrads
 
-# Where conv2d_relu_forward(method="auto") takes this path, measured on the vgg9 ANN training
-# step (batch 32, 2 threads; docs/performance.md): feature maps of 4x4 to 8x8 with at least 16
-# input channels. On larger maps im2col's single GEMM (K = 9 C_in, N*H*W columns) runs near
-# the machine's peak while the 16 thinner GEMMs and the transforms do not pay back the 2.25x;
-# at 2x2 one tile per image is mostly padding. A shape rule, not a timing: the same shapes
-# always take the same path, so results are reproducible.
-MIN_CHANNELS = 16
+# Where conv2d_relu_forward(method="auto") takes this path, measured per layer (forward +
+# backward, float32, 2 threads; docs/performance.md): feature maps of 4x4 to 8x8 with at least
+# 128 input and 128 output channels (vgg9 at width 1: conv4-conv6, 0.6-0.9x the im2col time).
+# On larger maps im2col's single GEMM (K = 9 C_in over N*H*W columns) runs near the machine's
+# peak while the 16 thinner GEMMs and the transforms do not pay back the 2.25x; with fewer
+# channels the transforms dominate (64 channels at 7x7, batch 64: 1.6x slower); at 2x2 one
+# tile per image is mostly padding. A shape rule, not a timing: the same shapes always take
+# the same path, so results are reproducible and do not depend on the batch size.
+MIN_CHANNELS = 128
 MIN_SIZE, MAX_SIZE = 4, 8
 
 
@@ -60,9 +62,10 @@ class WinogradOut(NamedTuple):
 
 def winograd_applies(x_shape, w_shape, stride, padding) -> bool:
     """True where the automatic choice takes the Winograd path: 3x3 filters, stride 1,
-    padding 1, at least MIN_CHANNELS input channels, H and W within [MIN_SIZE, MAX_SIZE]."""
+    padding 1, at least MIN_CHANNELS input and output channels, H and W within
+    [MIN_SIZE, MAX_SIZE]."""
     return (len(x_shape) == 4 and len(w_shape) == 4 and tuple(w_shape[2:]) == (3, 3)
-            and stride == 1 and padding == 1 and w_shape[1] >= MIN_CHANNELS
+            and stride == 1 and padding == 1 and min(w_shape[:2]) >= MIN_CHANNELS
             and MIN_SIZE <= min(x_shape[2:]) and max(x_shape[2:]) <= MAX_SIZE)
 
 
