@@ -24,6 +24,7 @@ class ConvReluOut(NamedTuple):
     cols: np.ndarray  # what the backward needs of x: im2col(x), (C_in*kH*kW, N*H_out*W_out),
     #                   or, when winograd, the transformed input (P, 16, C_in) (ops.winograd)
     winograd: bool = False
+    u: np.ndarray | None = None  # when winograd: the transformed filters, (16, C_out, C_in)
 
 
 METHODS = ("auto", "im2col", "winograd")
@@ -49,8 +50,8 @@ def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1, paddin
                          f"got w.shape={w.shape}, stride={stride}, padding={padding}")
     if method == "winograd" or (method == "auto"
                                 and winograd_applies(x.shape, w.shape, stride, padding)):
-        y, v = winograd_conv_forward(x, w, relu=True)
-        return ConvReluOut(y, v, True)
+        y, v, u = winograd_conv_forward(x, w, relu=True)
+        return ConvReluOut(y, v, True, u)
     n = x.shape[0]
     c_out, c_in, kh, kw = w.shape
     cols = im2col(x, kh, kw, stride, padding, ho, wo)
@@ -78,7 +79,7 @@ def conv2d_relu_backward(grad_y: np.ndarray, out: ConvReluOut, x_shape: tuple, w
     if out.winograd:
         units = None if zero_units is None else check_units(fn, zero_units, grad_y.shape)
         return winograd_conv_backward(grad_y, out.cols, w, tuple(x_shape), need_x=need_x,
-                                      y_relu=out.y, pass_units=units)
+                                      y_relu=out.y, pass_units=units, u=out.u)
     g_cm = np.empty((c_out, n, ho * wo), dtype=grad_y.dtype)
     _nchw_to_cm_relu_kernel(np.ascontiguousarray(grad_y).reshape(n, c_out, ho * wo),
                             out.y.reshape(n, c_out, ho * wo), g_cm)

@@ -28,9 +28,10 @@ dM = A dY A^T per tile (the output transform's adjoint),
 
 In exact arithmetic all three equal conv2d_forward / conv2d_backward; in floating point the
 rounding differs (the transforms add and subtract neighbouring pixels; tests: float64 to 1e-12
-of the im2col path relative to the largest value, float32 to 1e-5). Parallel kernels write
-disjoint slices (one image and block of CB channels, or one output channel, per iteration) in
-a fixed order, so the results do not depend on the thread count.
+of the im2col path relative to the largest value, float32 to 1e-5). The parallel kernels
+take one image (or one output channel of the filters) per iteration, run their inner loops
+over the channels (contiguous in the tile-major layouts: streamed, vectorised) and write
+disjoint slices in a fixed order, so the results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -44,29 +45,30 @@ from .._checks import check_array, check_same_dtype
 from .conv import Conv2dGrads
 
 # Where conv2d_relu_forward(method="auto") takes this path, measured per layer (forward +
-# backward, float32, 2 threads; docs/performance.md): feature maps of 4x4 to 8x8 with at least
-# 128 input and 128 output channels (vgg9 at width 1: conv4-conv6, 0.6-0.9x the im2col time).
-# On larger maps im2col's single GEMM (K = 9 C_in over N*H*W columns) runs near the machine's
-# peak while the 16 thinner GEMMs and the transforms do not pay back the 2.25x; with fewer
-# channels the transforms dominate (64 channels at 7x7, batch 64: 1.6x slower); at 2x2 one
-# tile per image is mostly padding. A shape rule, not a timing: the same shapes always take
-# the same path, so results are reproducible and do not depend on the batch size.
+# backward, float32, batch 32, 2 threads; docs/performance.md): at least 128 input and 128
+# output channels on even maps of 4x4 or more (vgg9 at width 1: conv3-conv6, 0.6-0.9x the
+# im2col time; 256 channels at 16x16 0.57x, 128 at 32x32 0.67x). Odd maps compute whole
+# tiles past the edge (3x3: 1.8x slower, 5x5: 1.13x), 2x2 maps are one tile of mostly
+# padding (1.6x), and with 64 channels the transforms eat the gain (0.84-1.34x). A shape
+# rule, not a timing: the same shapes always take the same path, so results are reproducible
+# and do not depend on the batch size.
 MIN_CHANNELS = 128
-MIN_SIZE, MAX_SIZE = 4, 8
+MIN_SIZE = 4
 
 
 class WinogradOut(NamedTuple):
     y: np.ndarray  # conv2d(x, w) (or its ReLU), (N, C_out, H, W)
     v: np.ndarray  # the transformed input B^T d B, (P, 16, C_in): what the backward needs of x
+    u: np.ndarray  # the transformed filters G w G^T, (16, C_out, C_in), for the backward
 
 
 def winograd_applies(x_shape, w_shape, stride, padding) -> bool:
     """True where the automatic choice takes the Winograd path: 3x3 filters, stride 1,
-    padding 1, at least MIN_CHANNELS input and output channels, H and W within
-    [MIN_SIZE, MAX_SIZE]."""
+    padding 1, at least MIN_CHANNELS input and output channels, H and W even and at least
+    MIN_SIZE."""
     return (len(x_shape) == 4 and len(w_shape) == 4 and tuple(w_shape[2:]) == (3, 3)
             and stride == 1 and padding == 1 and min(w_shape[:2]) >= MIN_CHANNELS
-            and MIN_SIZE <= min(x_shape[2:]) and max(x_shape[2:]) <= MAX_SIZE)
+            and min(x_shape[2:]) >= MIN_SIZE and x_shape[2] % 2 == 0 and x_shape[3] % 2 == 0)
 
 
 def _tiles(h: int, w: int):
@@ -99,23 +101,24 @@ def winograd_conv_forward(x: np.ndarray, w: np.ndarray, *, relu: bool = False) -
     v = np.empty((n * th * tw, 16, c_in), dtype=x.dtype)
     _input_transform_kernel(np.ascontiguousarray(x), th, tw, v)
     m = np.empty((n * th * tw, 16, c_out), dtype=x.dtype)
+    u = winograd_filter(w)
     # M[k]^T = V[k]^T U[k]^T: 16 GEMMs (P, C_in) @ (C_in, C_out), strided views, no copies
-    np.matmul(v.transpose(1, 0, 2), winograd_filter(w).transpose(0, 2, 1),
-              out=m.transpose(1, 0, 2))
+    np.matmul(v.transpose(1, 0, 2), u.transpose(0, 2, 1), out=m.transpose(1, 0, 2))
     y = np.empty((n, c_out, h, wd), dtype=x.dtype)
     _output_transform_kernel(m, th, tw, relu, y)
-    return WinogradOut(y, v)
+    return WinogradOut(y, v, u)
 
 
 def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_shape: tuple, *,
                            need_x: bool = True, y_relu: np.ndarray | None = None,
-                           pass_units: np.ndarray | None = None,
+                           pass_units: np.ndarray | None = None, u: np.ndarray | None = None,
                            overwrite_v: bool = False):
     """VJP of winograd_conv_forward (the exact adjoint of its computation, see module docstring).
 
     grad_y: (N, C_out, H, W); v: the forward's transformed input; x_shape: the forward input's
     shape. y_relu: the forward's ReLU output when relu=True: grad_y counts only where
-    y_relu > 0, except on the channels where pass_units (bool, (C_out,)) is True. Returns
+    y_relu > 0, except on the channels where pass_units (bool, (C_out,)) is True. u: the
+    forward's transformed filters (recomputed from w if None; the same numbers). Returns
     (grad_x or None, grad_w). overwrite_v=True lets dV overwrite v (the caller must not use it
     again); the numbers are the same either way.
     """
@@ -152,7 +155,13 @@ def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_s
     grad_x = None
     if need_x:  # dV[k]^T = dM[k]^T U[k]: 16 GEMMs (P, C_out) @ (C_out, C_in)
         dv = v if overwrite_v else np.empty_like(v)
-        np.matmul(dm.transpose(1, 0, 2), winograd_filter(w), out=dv.transpose(1, 0, 2))
+        if u is None:
+            u = winograd_filter(w)
+        elif not isinstance(u, np.ndarray) or u.shape != (16, c_out, c_in) or u.dtype != w.dtype:
+            raise ValueError(f"{fn}: u must be the forward's {w.dtype} transformed filters of "
+                             f"shape {(16, c_out, c_in)}, got "
+                             f"{getattr(u, 'dtype', type(u).__name__)} {getattr(u, 'shape', '')}")
+        np.matmul(dm.transpose(1, 0, 2), u, out=dv.transpose(1, 0, 2))
         grad_x = np.empty(x_shape, dtype=grad_y.dtype)
         _input_transform_adjoint_kernel(dv, th, tw, grad_x)
     return Conv2dGrads(x=grad_x, w=grad_w)
@@ -199,99 +208,89 @@ def _a(y0, y1):
     return y0, y0 + y1, y0 - y1, -y1
 
 
-CB = 16  # channels per block: the kernels run over (image, block of CB channels), innermost
-# loops over the block's channels (contiguous in the tile-major v / m layouts: vectorised)
-
-
 @numba.njit(cache=True, parallel=True)
 def _input_transform_kernel(x, th, tw, v):
     # v[p, 4r + s, c] = (B^T d B)[r, s], d = x_pad[n, c, 2i-1 : 2i+3, 2j-1 : 2j+3], tile
-    # p = (n*tH + i)*tW + j. One (image, channel block) per iteration: disjoint writes.
+    # p = (n*tH + i)*tW + j. One image per iteration (disjoint writes); inner loops run over
+    # the channels, so every write of v is a contiguous run of C values.
     n_img, c_in, h, w = x.shape
-    nb = (c_in + CB - 1) // CB
-    wp = 2 * tw + 2
-    for it in numba.prange(n_img * nb):
-        n = it // nb
-        c0 = (it % nb) * CB
-        cb = min(CB, c_in - c0)
-        d = np.zeros((4, wp, CB), dtype=x.dtype)  # 4 padded rows of the block, channel-last
+    for n in numba.prange(n_img):
+        d = np.zeros((4, 2 * tw + 2, c_in), dtype=x.dtype)  # 4 padded rows, channel-last
+        zero = x.dtype.type(0)
         for i in range(th):
             for r in range(4):
                 ii = 2 * i - 1 + r
-                for c in range(cb):
+                for c in range(c_in):
                     for k in range(w):
-                        d[r, k + 1, c] = x[n, c0 + c, ii, k] if 0 <= ii < h else 0.0
-            for k in range(wp):  # B^T d, down the columns
-                for c in range(CB):
+                        d[r, k + 1, c] = x[n, c, ii, k] if 0 <= ii < h else zero
+            for k in range(2 * tw + 2):  # B^T d, down the columns
+                for c in range(c_in):
                     d[0, k, c], d[1, k, c], d[2, k, c], d[3, k, c] = _bt(
                         d[0, k, c], d[1, k, c], d[2, k, c], d[3, k, c])
             for j in range(tw):  # (B^T d) B, along each tile's rows
                 p = (n * th + i) * tw + j
                 for r in range(4):
-                    for c in range(cb):
-                        v[p, 4 * r, c0 + c], v[p, 4 * r + 1, c0 + c], v[p, 4 * r + 2, c0 + c], \
-                            v[p, 4 * r + 3, c0 + c] = _bt(d[r, 2 * j, c], d[r, 2 * j + 1, c],
-                                                          d[r, 2 * j + 2, c], d[r, 2 * j + 3, c])
+                    for c in range(c_in):
+                        v[p, 4 * r, c], v[p, 4 * r + 1, c], v[p, 4 * r + 2, c], \
+                            v[p, 4 * r + 3, c] = _bt(d[r, 2 * j, c], d[r, 2 * j + 1, c],
+                                                     d[r, 2 * j + 2, c], d[r, 2 * j + 3, c])
 
 
 @numba.njit(cache=True, parallel=True)
 def _output_transform_kernel(m, th, tw, relu, y):
     # y[n, o, 2i + a, 2j + b] = (A^T M_p A)[a, b], M_p[r, s] = m[p, 4r + s, o], cropped at odd
-    # edges, ReLU'd if relu (0 where <= 0, NaN passes). One (image, channel block) per iteration.
+    # edges, ReLU'd if relu (0 where <= 0, NaN passes). One image per iteration; each tile's
+    # 16 x C_out values are read as contiguous runs.
     n_img, c_out, h, w = y.shape
-    nb = (c_out + CB - 1) // CB
-    for it in numba.prange(n_img * nb):
-        n = it // nb
-        o0 = (it % nb) * CB
-        ob = min(CB, c_out - o0)
-        out = np.empty((2, 2 * tw, CB), dtype=y.dtype)
+    for n in numba.prange(n_img):
+        out = np.empty((2, 2 * tw, c_out), dtype=y.dtype)  # one tile row of y, channel-last
+        zero = y.dtype.type(0)
         for i in range(th):
             for j in range(tw):
                 p = (n * th + i) * tw + j
-                for c in range(ob):
-                    o = o0 + c
+                for o in range(c_out):
                     e0, f0 = _att(m[p, 0, o], m[p, 1, o], m[p, 2, o], m[p, 3, o])  # M A
                     e1, f1 = _att(m[p, 4, o], m[p, 5, o], m[p, 6, o], m[p, 7, o])
                     e2, f2 = _att(m[p, 8, o], m[p, 9, o], m[p, 10, o], m[p, 11, o])
                     e3, f3 = _att(m[p, 12, o], m[p, 13, o], m[p, 14, o], m[p, 15, o])
-                    out[0, 2 * j, c], out[1, 2 * j, c] = _att(e0, e1, e2, e3)  # A^T (M A)
-                    out[0, 2 * j + 1, c], out[1, 2 * j + 1, c] = _att(f0, f1, f2, f3)
+                    out[0, 2 * j, o], out[1, 2 * j, o] = _att(e0, e1, e2, e3)  # A^T (M A)
+                    out[0, 2 * j + 1, o], out[1, 2 * j + 1, o] = _att(f0, f1, f2, f3)
             for a in range(min(2, h - 2 * i)):
-                for c in range(ob):
+                for o in range(c_out):
                     for k in range(w):
-                        z = out[a, k, c]
-                        y[n, o0 + c, 2 * i + a, k] = (0.0 if z <= 0 else z) if relu else z
+                        z = out[a, k, o]
+                        y[n, o, 2 * i + a, k] = (zero if z <= 0 else z) if relu else z
 
 
 @numba.njit(cache=True, parallel=True)
 def _grad_output_transform_kernel(gy, y, gate, units, th, tw, dm):
     # dm[p, 4r + s, o] = (A dY A^T)[r, s], dY = the 2x2 block of grad_y at tile p (0 past odd
     # edges; if gate, 0 where y <= 0 except on channels with units[o]): the adjoint of
-    # _output_transform_kernel. One (image, channel block) per iteration.
+    # _output_transform_kernel. One image per iteration; dm written in contiguous runs.
     n_img, c_out, h, w = gy.shape
-    nb = (c_out + CB - 1) // CB
-    for it in numba.prange(n_img * nb):
-        n = it // nb
-        o0 = (it % nb) * CB
-        ob = min(CB, c_out - o0)
-        g = np.zeros((2, 2 * tw, CB), dtype=gy.dtype)  # columns past w stay 0
+    for n in numba.prange(n_img):
+        g = np.zeros((2, 2 * tw, c_out), dtype=gy.dtype)  # columns past w stay 0
+        zero = gy.dtype.type(0)
         for i in range(th):
             for a in range(2):
                 ii = 2 * i + a
-                for c in range(ob):
-                    o = o0 + c
-                    mask = gate and not units[o]
-                    for k in range(w):
-                        if ii >= h or (mask and not y[n, o, ii, k] > 0):
-                            g[a, k, c] = 0.0
-                        else:
-                            g[a, k, c] = gy[n, o, ii, k]
+                for o in range(c_out):
+                    if ii >= h:
+                        for k in range(w):
+                            g[a, k, o] = zero
+                    elif gate and not units[o]:  # as relu_backward: 0 where y <= 0
+                        for k in range(w):  # both loads first: a select, not a branch
+                            yk = y[n, o, ii, k]
+                            gk = gy[n, o, ii, k]
+                            g[a, k, o] = zero if yk <= 0 else gk
+                    else:
+                        for k in range(w):
+                            g[a, k, o] = gy[n, o, ii, k]
             for j in range(tw):
                 p = (n * th + i) * tw + j
-                for c in range(ob):
-                    o = o0 + c
-                    z0 = _a(g[0, 2 * j, c], g[1, 2 * j, c])  # A dY, by column
-                    z1 = _a(g[0, 2 * j + 1, c], g[1, 2 * j + 1, c])
+                for o in range(c_out):
+                    z0 = _a(g[0, 2 * j, o], g[1, 2 * j, o])  # A dY, by column
+                    z1 = _a(g[0, 2 * j + 1, o], g[1, 2 * j + 1, o])
                     dm[p, 0, o], dm[p, 1, o], dm[p, 2, o], dm[p, 3, o] = _a(z0[0], z1[0])
                     dm[p, 4, o], dm[p, 5, o], dm[p, 6, o], dm[p, 7, o] = _a(z0[1], z1[1])
                     dm[p, 8, o], dm[p, 9, o], dm[p, 10, o], dm[p, 11, o] = _a(z0[2], z1[2])
@@ -302,35 +301,31 @@ def _grad_output_transform_kernel(gy, y, gate, units, th, tw, dm):
 def _input_transform_adjoint_kernel(dv, th, tw, grad_x):
     # grad_x[n, c] = sum over tiles p of B dV_p B^T placed at rows 2i-1 .. 2i+2, columns
     # 2j-1 .. 2j+2 (cropped), dV_p[r, s] = dv[p, 4r + s, c]: the adjoint of
-    # _input_transform_kernel. One (image, channel block) per iteration, tiles in a fixed
-    # order: the same sums at any thread count.
+    # _input_transform_kernel. One image per iteration (neighbouring tiles overlap, so an
+    # image's tiles stay in one thread), tiles in a fixed order: the same sums at any thread
+    # count.
     n_img, c_in, h, w = grad_x.shape
-    nb = (c_in + CB - 1) // CB
-    for it in numba.prange(n_img * nb):
-        n = it // nb
-        c0 = (it % nb) * CB
-        cb = min(CB, c_in - c0)
-        acc = np.zeros((2 * th + 2, 2 * tw + 2, CB), dtype=grad_x.dtype)  # padded planes
-        z = np.empty((4, 4, CB), dtype=grad_x.dtype)  # B dV of one tile, channel-last
+    for n in numba.prange(n_img):
+        acc = np.zeros((2 * th + 2, 2 * tw + 2, c_in), dtype=grad_x.dtype)  # padded, C last
+        z = np.empty((4, 4, c_in), dtype=grad_x.dtype)  # B dV of one tile
         for i in range(th):
             for j in range(tw):
                 p = (n * th + i) * tw + j
                 for s in range(4):  # B dV, down column s
-                    for c in range(cb):
-                        q = c0 + c
+                    for c in range(c_in):
                         z[0, s, c], z[1, s, c], z[2, s, c], z[3, s, c] = _b(
-                            dv[p, s, q], dv[p, 4 + s, q], dv[p, 8 + s, q], dv[p, 12 + s, q])
+                            dv[p, s, c], dv[p, 4 + s, c], dv[p, 8 + s, c], dv[p, 12 + s, c])
                 for r in range(4):  # (B dV) B^T, row r, added in place
-                    for c in range(cb):
+                    for c in range(c_in):
                         x0, x1, x2, x3 = _b(z[r, 0, c], z[r, 1, c], z[r, 2, c], z[r, 3, c])
                         acc[2 * i + r, 2 * j, c] += x0
                         acc[2 * i + r, 2 * j + 1, c] += x1
                         acc[2 * i + r, 2 * j + 2, c] += x2
                         acc[2 * i + r, 2 * j + 3, c] += x3
-        for c in range(cb):
+        for c in range(c_in):
             for a in range(h):
                 for k in range(w):
-                    grad_x[n, c0 + c, a, k] = acc[a + 1, k + 1, c]
+                    grad_x[n, c, a, k] = acc[a + 1, k + 1, c]
 
 
 f8 = np.float64  # the filter transforms run in float64 (cheap; U, grad_w rounded once)
@@ -345,12 +340,11 @@ def _filter_transform_kernel(w, u):
             k0 = _g(f8(w[o, c, 0, 0]), f8(w[o, c, 1, 0]), f8(w[o, c, 2, 0]))  # G g, by columns
             k1 = _g(f8(w[o, c, 0, 1]), f8(w[o, c, 1, 1]), f8(w[o, c, 2, 1]))
             k2 = _g(f8(w[o, c, 0, 2]), f8(w[o, c, 1, 2]), f8(w[o, c, 2, 2]))
-            for r in range(4):  # rows: (G g) G^T
-                a0, a1, a2, a3 = _g(k0[r], k1[r], k2[r])
-                u[4 * r, o, c] = a0
-                u[4 * r + 1, o, c] = a1
-                u[4 * r + 2, o, c] = a2
-                u[4 * r + 3, o, c] = a3
+            # rows: (G g) G^T (unrolled: constant tuple indices keep the loop over c vectorised)
+            u[0, o, c], u[1, o, c], u[2, o, c], u[3, o, c] = _g(k0[0], k1[0], k2[0])
+            u[4, o, c], u[5, o, c], u[6, o, c], u[7, o, c] = _g(k0[1], k1[1], k2[1])
+            u[8, o, c], u[9, o, c], u[10, o, c], u[11, o, c] = _g(k0[2], k1[2], k2[2])
+            u[12, o, c], u[13, o, c], u[14, o, c], u[15, o, c] = _g(k0[3], k1[3], k2[3])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -365,8 +359,10 @@ def _filter_transform_adjoint_kernel(du, grad_w):
             k1 = _gt(f8(du[1, o, c]), f8(du[5, o, c]), f8(du[9, o, c]), f8(du[13, o, c]))
             k2 = _gt(f8(du[2, o, c]), f8(du[6, o, c]), f8(du[10, o, c]), f8(du[14, o, c]))
             k3 = _gt(f8(du[3, o, c]), f8(du[7, o, c]), f8(du[11, o, c]), f8(du[15, o, c]))
-            for r in range(3):  # rows: (G^T dU) G
-                a0, a1, a2 = _gt(k0[r], k1[r], k2[r], k3[r])
-                grad_w[o, c, r, 0] = a0
-                grad_w[o, c, r, 1] = a1
-                grad_w[o, c, r, 2] = a2
+            # rows: (G^T dU) G, unrolled
+            grad_w[o, c, 0, 0], grad_w[o, c, 0, 1], grad_w[o, c, 0, 2] = _gt(k0[0], k1[0], k2[0],
+                                                                             k3[0])
+            grad_w[o, c, 1, 0], grad_w[o, c, 1, 1], grad_w[o, c, 1, 2] = _gt(k0[1], k1[1], k2[1],
+                                                                             k3[1])
+            grad_w[o, c, 2, 0], grad_w[o, c, 2, 1], grad_w[o, c, 2, 2] = _gt(k0[2], k1[2], k2[2],
+                                                                             k3[2])
