@@ -52,7 +52,7 @@ from .models.arch import (POOL_KERNEL, Arch, Block, Conv, Linear, Pool, weight_l
                           weight_shape)
 from .models.snn import snn_param_shapes, spiking_layers
 from .neurons.lif import lif_forward
-from .ops.conv import conv2d_forward
+from .ops.winograd import conv2d_forward_auto
 from .ops.linear import linear_forward
 from .ops.pool import avg_pool2d_forward
 
@@ -296,7 +296,7 @@ class _Current:
 
 def _conv_on(layer: Conv, w, a):
     """conv of every (t, n) sample of a (tc, N, C, H, W) chunk, one call (as snn_forward)."""
-    y = conv2d_forward(a.reshape((-1,) + a.shape[2:]), w, stride=layer.stride,
+    y = conv2d_forward_auto(a.reshape((-1,) + a.shape[2:]), w, stride=layer.stride,
                        padding=layer.padding)
     return y.reshape(a.shape[:2] + y.shape[1:])
 
@@ -312,7 +312,7 @@ def _conv_current(layer: Conv, weights, src: _Source) -> _Current:
     n = src.out_shape()[0]
     shape = (n, layer.c_out) + tuple(layer.out_hw)
     if src.static is not None:  # I_1 = W_1 * x, the same at every step
-        return _Current(static=conv2d_forward(src.static, w, stride=layer.stride,
+        return _Current(static=conv2d_forward_auto(src.static, w, stride=layer.stride,
                                               padding=layer.padding), shape=shape)
     return _Current(get=lambda t0, t1: _conv_on(layer, w, src.get(t0, t1)), shape=shape,
                     work=_conv_work(layer, n))

@@ -34,7 +34,9 @@ import numpy as np
 from .._checks import check_array, check_choice, check_int
 from ..neurons.lif import SPIKE_MODES, LIFTrace, lif_backward, lif_forward, lif_membrane
 from ..neurons.surrogate import DEFAULT_ALPHA, DEFAULT_GAMMA, SURROGATES
-from ..ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_keep
+from ..ops.conv import conv2d_backward, conv2d_forward_keep
+from ..ops.winograd import (WinogradOut, conv2d_forward_auto, winograd_applies,
+                            winograd_conv_backward, winograd_conv_forward)
 from ..ops.event import (conv2d_event_backward, conv2d_event_forward, flat_order_grad,
                          linear_event_forward, unpack_event_grad)
 from ..ops.linear import linear_backward, linear_forward
@@ -71,8 +73,9 @@ class ConvRecord(NamedTuple):
     layer: Conv
     x: np.ndarray  # input (T, N, C_in, H, W); the image (N, C_in, H, W) for the first layer
     neuron: NeuronRecord
-    cols: np.ndarray | None = None  # im2col of x over the (T*N) batch (sparse convs: its
-    # padded planes; None after an event forward), reused by the backward
+    cols: np.ndarray | WinogradOut | None = None  # im2col of x over the (T*N) batch, or the
+    # WinogradOut where Winograd computed the conv (sparse convs: the padded planes; None
+    # after an event forward), reused by the backward
 
 
 class PoolRecord(NamedTuple):
@@ -149,21 +152,26 @@ def _split(a, t):
 
 def _conv(layer: Conv, params, x):
     """conv over every step at once: (T, N, C, H, W) -> (T, N, C_out, H', W'); or (N, ...) ->
-    (N, ...) for the static image."""
+    (N, ...) for the static image. Winograd where ops.winograd's shape rule says so."""
     w = params[f"{layer.name}.weight"]
     if x.ndim == 4:
-        return conv2d_forward(x, w, stride=layer.stride, padding=layer.padding)
-    y = conv2d_forward(_merge(x), w, stride=layer.stride, padding=layer.padding)
+        return conv2d_forward_auto(x, w, stride=layer.stride, padding=layer.padding)
+    y = conv2d_forward_auto(_merge(x), w, stride=layer.stride, padding=layer.padding)
     return _split(y, x.shape[0])
 
 
 def _conv_keep(layer: Conv, params, x):
-    """_conv that also returns the im2col matrix of a (T, N, ...) input (None for the static
-    image, whose weight gradient needs one small im2col of (N, ...) only)."""
+    """_conv that also returns what its backward needs of a (T, N, ...) input: the im2col
+    matrix, or the WinogradOut (transformed input and filters) where Winograd computed it;
+    None for the static image (its weight gradient needs one small im2col of (N, ...) only)."""
+    w = params[f"{layer.name}.weight"]
     if x.ndim == 4:
         return _conv(layer, params, x), None
-    out = conv2d_forward_keep(_merge(x), params[f"{layer.name}.weight"], stride=layer.stride,
-                              padding=layer.padding)
+    xm = _merge(x)
+    if winograd_applies(xm.shape, w.shape, layer.stride, layer.padding):
+        out = winograd_conv_forward(xm, w)
+        return _split(out.y, x.shape[0]), out
+    out = conv2d_forward_keep(xm, w, stride=layer.stride, padding=layer.padding)
     return _split(out.y, x.shape[0]), out.cols
 
 
@@ -428,6 +436,12 @@ def _conv_back(g, layer: Conv, params, x, grads, cols=None, ew=None, overwrite=F
         cg = conv2d_backward(g, x, w, stride=layer.stride, padding=layer.padding, need_x=False)
         grads[f"{layer.name}.weight"] = cg.w
         return None
+    if isinstance(cols, WinogradOut):  # the exact adjoint of the Winograd forward
+        xm = _merge(x)
+        cg = winograd_conv_backward(_merge(g), cols.v, w, xm.shape, u=cols.u,
+                                    overwrite_v=overwrite)
+        grads[f"{layer.name}.weight"] = cg.w
+        return _split(cg.x, x.shape[0])
     cg = conv2d_backward(_merge(g), _merge(x), w, stride=layer.stride, padding=layer.padding,
                          cols=cols, overwrite_cols=overwrite and cols is not None)
     grads[f"{layer.name}.weight"] = cg.w

@@ -30,7 +30,7 @@ import numpy as np
 
 from .._checks import check_choice
 from ..neurons.lif import lif_forward
-from ..ops.conv import conv2d_forward
+from ..ops.winograd import conv2d_forward_auto
 from ..ops.event import EventWeights, conv2d_event_forward, linear_event_forward, \
     pack_event_weights
 from ..ops.linear import linear_forward
@@ -68,7 +68,7 @@ def _dense_current(x, w, conv: Conv | None):
         w_run = np.ascontiguousarray(w[live_out][:, live_in])
         x_run = np.ascontiguousarray(x[:, live_in])
     if conv is not None:
-        y_run = conv2d_forward(x_run, w_run, stride=conv.stride, padding=conv.padding)
+        y_run = conv2d_forward_auto(x_run, w_run, stride=conv.stride, padding=conv.padding)
     else:
         y_run = linear_forward(x_run, w_run)
     if y_run.shape[1] == w.shape[0]:

@@ -42,7 +42,7 @@ import numba
 import numpy as np
 
 from .._checks import check_array, check_same_dtype
-from .conv import Conv2dGrads
+from .conv import Conv2dGrads, conv2d_forward
 
 # Where conv2d_relu_forward(method="auto") takes this path, measured per layer (forward +
 # backward, float32, batch 32, 2 threads; docs/performance.md): at least 128 input and 128
@@ -69,6 +69,16 @@ def winograd_applies(x_shape, w_shape, stride, padding) -> bool:
     return (len(x_shape) == 4 and len(w_shape) == 4 and tuple(w_shape[2:]) == (3, 3)
             and stride == 1 and padding == 1 and min(w_shape[:2]) >= MIN_CHANNELS
             and min(x_shape[2:]) >= MIN_SIZE and x_shape[2] % 2 == 0 and x_shape[3] % 2 == 0)
+
+
+def conv2d_forward_auto(x: np.ndarray, w: np.ndarray, *, stride: int = 1,
+                        padding: int = 0) -> np.ndarray:
+    """conv2d_forward(x, w, stride, padding), by Winograd where winograd_applies (a shape
+    rule), else by im2col (ops.conv). The SNN's dense convs use it everywhere (training
+    forward, inference, conversion), so a layer's current is the same numbers on every path."""
+    if winograd_applies(x.shape, w.shape, stride, padding):
+        return winograd_conv_forward(x, w).y
+    return conv2d_forward(x, w, stride=stride, padding=padding)
 
 
 def _tiles(h: int, w: int):
