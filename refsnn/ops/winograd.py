@@ -44,7 +44,8 @@ import numpy as np
 from .._checks import check_array, check_same_dtype
 from .conv import Conv2dGrads, conv2d_forward
 
-# Where conv2d_relu_forward(method="auto") takes this path, measured per layer (forward +
+# Where the automatic choice (conv2d_relu_forward(method="auto"), conv2d_forward_auto, and so
+# the ANN and the SNN's dense convs) takes this path, measured per layer (forward +
 # backward, float32, batch 32, 2 threads; docs/performance.md): at least 128 input and 128
 # output channels on even maps of 4x4 or more (vgg9 at width 1: conv3-conv6, 0.6-0.9x the
 # im2col time; 256 channels at 16x16 0.57x, 128 at 32x32 0.67x). Odd maps compute whole
