@@ -18,7 +18,9 @@ Measures, per architecture (SPEC shapes: 3x32x32 inputs, 10 classes, width 1):
   dense SNN of the same run.
 Each library runs in its own subprocess with the same environment, as a warm-up-then-measure
 block (thread pools of different libraries fight when interleaved: PERF-NOTES). Reported:
-the median over ``--repeats`` timed steps, the min and max, and refsnn / torch ratios.
+the median over ``--repeats`` timed training steps (``--snn-repeats`` for the SNN) and over
+``--infer-repeats`` inference calls (cheap, and with the odd slow call on these shared
+machines: more calls keep the median off it), the min and max, and refsnn / torch ratios.
 
 Environment, set for both libraries alike by re-executing this script once:
 - OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed (this machine sets them for old OpenBLAS
@@ -85,7 +87,8 @@ def _summary(times: list, batch: int, kind: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ refsnn child
-def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int) -> dict:
+def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int, *,
+               infer_repeats: int) -> dict:
     import numba
     import numpy as np
 
@@ -113,7 +116,7 @@ def run_refsnn(arch_name: str, batch: int, warmup: int, repeats: int, threads: i
         sgd_step(params, grads, state, lr=1e-6, momentum=0.9, weight_decay=5e-4)
 
     train = _timeit(train_step, warmup, repeats)
-    infer = _timeit(lambda: ann_forward(arch, params, x, masks=None), warmup, repeats)
+    infer = _timeit(lambda: ann_forward(arch, params, x, masks=None), warmup, infer_repeats)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
 
 
@@ -166,13 +169,13 @@ def _snn_setup(arch_name: str, batch: int, threads: int, timesteps: int):
 
 
 def run_refsnn_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
-                   timesteps: int) -> dict:
+                   timesteps: int, *, infer_repeats: int) -> dict:
     from refsnn.models.snn import snn_forward
 
     arch, params, x, _, train_step = _snn_setup(arch_name, batch, threads, timesteps)
     train = _timeit(train_step, warmup, repeats)
     infer = _timeit(lambda: snn_forward(arch, params, x, timesteps=timesteps, masks=None),
-                    warmup, repeats)
+                    warmup, infer_repeats)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer")}
 
 
@@ -214,7 +217,7 @@ def _operating_point(arch, params, x, timesteps, weight_density, activity, rng):
 
 
 def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
-                      timesteps: int, weight_density: float = 0.05,
+                      timesteps: int, *, infer_repeats: int, weight_density: float = 0.05,
                       activity: float = 0.1) -> dict:
     """The SNN at the operating point (weight density 0.05, ~0.1 spikes per neuron over T):
     training with the masks re-applied after every step; inference by the fused event engine
@@ -238,12 +241,12 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
     packed = pack_snn_weights(arch, params)
     paths = snn_infer(arch, params, x, timesteps=timesteps, packed=packed).paths
     per_layer = _timeit(lambda: snn_infer(arch, params, x, timesteps=timesteps, packed=packed),
-                        warmup, repeats)
+                        warmup, infer_repeats)
     engine = "snn_event_infer" if not any(isinstance(L, Block) for L in arch.layers) else None
     if engine:
         net = pack_event_network(arch, params)
         infer = _timeit(lambda: snn_event_infer(arch, params, x, timesteps=timesteps,
-                                                packed=net), warmup, repeats)
+                                                packed=net), warmup, infer_repeats)
     else:  # residual networks: the per-layer paths are the sparse inference
         engine, infer = "snn_infer", per_layer
     live = sum(int(np.count_nonzero(params[f"{k}.weight"])) for k in wmasks)
@@ -257,7 +260,7 @@ def run_refsnn_snn_op(arch_name: str, batch: int, warmup: int, repeats: int, thr
 
 
 def run_torch_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads: int,
-                  timesteps: int) -> dict:
+                  timesteps: int, *, infer_repeats: int) -> dict:
     """torch autograd BPTT of the same SNN (tools/torch_reference.py, written from the SPEC)."""
     import numpy as np
     import torch
@@ -291,13 +294,14 @@ def run_torch_snn(arch_name: str, batch: int, warmup: int, repeats: int, threads
             net.forward(x, masks=None)
 
     train = _timeit(train_step, warmup, repeats)
-    infer = _timeit(infer_step, warmup, repeats)
+    infer = _timeit(infer_step, warmup, infer_repeats)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
             "version": torch.__version__}
 
 
 # ------------------------------------------------------------------------------- torch child
-def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: int) -> dict:
+def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: int, *,
+              infer_repeats: int) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -344,7 +348,7 @@ def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: in
             forward(x, False)
 
     train = _timeit(train_step, warmup, repeats)
-    infer = _timeit(infer_step, warmup, repeats)
+    infer = _timeit(infer_step, warmup, infer_repeats)
     return {"train": _summary(train, batch, "train"), "infer": _summary(infer, batch, "infer"),
             "version": torch.__version__}
 
@@ -353,7 +357,8 @@ def run_torch(arch_name: str, batch: int, warmup: int, repeats: int, threads: in
 def _child(lib: str, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", lib, "--arch", args.child_arch,
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats",
-           str(args.repeats), "--threads", str(args.threads), "--timesteps", str(args.timesteps)]
+           str(args.repeats), "--threads", str(args.threads), "--timesteps", str(args.timesteps),
+           "--infer-repeats", str(args.infer_repeats)]
     r = subprocess.run(cmd, env=_clean_env(args.keep_env), capture_output=True, text=True)
     if r.returncode != 0:
         if lib == "torch" and "No module named 'torch'" in r.stderr:
@@ -415,6 +420,8 @@ def main(argv=None) -> int:
     p.add_argument("--timesteps", type=int, default=5, help="T of the SNN")
     p.add_argument("--snn-repeats", type=int, default=None,
                    help="timed SNN steps (default: max(3, repeats // 2))")
+    p.add_argument("--infer-repeats", type=int, default=24,
+                   help="timed inference calls, every row and both libraries")
     p.add_argument("--no-operating-point", action="store_true",
                    help="skip the SNN at weight density 0.05 / spike activity ~0.1")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -422,12 +429,13 @@ def main(argv=None) -> int:
     if args.child:
         fn = {"refsnn": run_refsnn, "torch": run_torch}.get(args.child)
         if fn is not None:
-            res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads)
+            res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads,
+                     infer_repeats=args.infer_repeats)
         else:
             fn = {"refsnn-snn": run_refsnn_snn, "refsnn-snn-op": run_refsnn_snn_op,
                   "torch-snn": run_torch_snn}[args.child]
             res = fn(args.arch, args.batch, args.warmup, args.repeats, args.threads,
-                     args.timesteps)
+                     args.timesteps, infer_repeats=args.infer_repeats)
         import numpy as np  # noqa: F401  (threadpoolctl needs it loaded)
 
         res["blas"] = _blas_info()
