@@ -152,6 +152,11 @@ def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_s
     if y_relu is not None and (not isinstance(y_relu, np.ndarray) or y_relu.shape != grad_y.shape):
         raise ValueError(f"{fn}: y_relu must be the forward's output of shape {grad_y.shape}, "
                          f"got {getattr(y_relu, 'shape', type(y_relu).__name__)}")
+    if u is not None and (not isinstance(u, np.ndarray) or u.shape != (16, c_out, c_in)
+                          or u.dtype != w.dtype):
+        raise ValueError(f"{fn}: u must be the forward's {w.dtype} transformed filters of "
+                         f"shape {(16, c_out, c_in)}, got "
+                         f"{getattr(u, 'dtype', type(u).__name__)} {getattr(u, 'shape', '')}")
     gate = y_relu is not None
     y_ = y_relu if gate else grad_y
     units = (np.zeros(c_out, dtype=np.bool_) if pass_units is None
@@ -166,12 +171,7 @@ def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_s
     grad_x = None
     if need_x:  # dV[k]^T = dM[k]^T U[k]: 16 GEMMs (P, C_out) @ (C_out, C_in)
         dv = v if overwrite_v else np.empty_like(v)
-        if u is None:
-            u = winograd_filter(w)
-        elif not isinstance(u, np.ndarray) or u.shape != (16, c_out, c_in) or u.dtype != w.dtype:
-            raise ValueError(f"{fn}: u must be the forward's {w.dtype} transformed filters of "
-                             f"shape {(16, c_out, c_in)}, got "
-                             f"{getattr(u, 'dtype', type(u).__name__)} {getattr(u, 'shape', '')}")
+        u = winograd_filter(w) if u is None else u
         np.matmul(dm.transpose(1, 0, 2), u, out=dv.transpose(1, 0, 2))
         grad_x = np.empty(x_shape, dtype=grad_y.dtype)
         _input_transform_adjoint_kernel(dv, th, tw, grad_x)
