@@ -165,8 +165,9 @@ def test_overwrite_v_and_passing_u_give_the_same_numbers():
     v = out.v.copy()
     over = winograd_conv_backward(g, v, w, x.shape, overwrite_v=True, u=out.u)
     assert np.array_equal(keep.x, over.x) and np.array_equal(keep.w, over.w)
-    with pytest.raises(ValueError, match="u must be"):
-        winograd_conv_backward(g, out.v, w, x.shape, u=out.u[:, :1])
+    for need_x in (True, False):
+        with pytest.raises(ValueError, match="u must be"):
+            winograd_conv_backward(g, out.v, w, x.shape, u=out.u[:, :1], need_x=need_x)
     assert winograd_conv_backward(g, out.v, w, x.shape, need_x=False).x is None
 
 
