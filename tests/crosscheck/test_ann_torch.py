@@ -14,6 +14,7 @@ import pytest
 
 from refsnn.models.ann import ann_backward, ann_forward
 from refsnn.models.arch import build_arch, draw_dropout_masks, init_params
+from refsnn.ops import winograd
 from refsnn.ops.loss import cross_entropy_backward, cross_entropy_forward
 from tolerances import assert_close
 
@@ -128,11 +129,18 @@ def _run_torch(name, params, x, labels, masks, cotangent=None):
     return logits.detach().numpy(), loss, grads, drop.used
 
 
+@pytest.mark.parametrize("conv", ["im2col", "winograd"])
 @pytest.mark.parametrize("dropout", [True, False], ids=["train-masks", "eval-no-masks"])
 @pytest.mark.parametrize("name", ["vgg9", "resnet12", "resnet20"])
-def test_ann_matches_torch_float64(name, dropout):
+def test_ann_matches_torch_float64(name, dropout, conv, monkeypatch):
+    """conv="winograd": the Winograd rule's channel floor lowered to 1 (every 3x3 conv-ReLU on
+    an even map of >= 4x4 by F(2x2, 3x3), refsnn/ops/winograd.py)."""
+    if conv == "winograd":
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     arch, params, x, labels, masks = _setup(name, np.float64, 0, dropout)
     logits, tape = ann_forward(arch, params, x, masks=masks)
+    took = [rec.out.winograd for rec in tape if hasattr(rec, "out")]
+    assert any(took) == (conv == "winograd"), took
     loss = cross_entropy_forward(logits, labels)
     grads = ann_backward(cross_entropy_backward(1.0, logits, labels), arch, params, tape,
                          masks=masks)

@@ -18,7 +18,8 @@ dropout masks. The recipe for your own implementation:
 Checked here, in float64: vgg9, resnet12 and resnet20 (two blocks per stage: identity
 shortcuts inside a stage, 1x1 convs between), T = 3..5, N = 2..4, non-square inputs,
 dropout on, pruned weights, leaks < 1, thresholds calibrated so every layer spikes (the tiny
-checkpoints of tools/make_golden.py). Every trace array and gradient must agree to
+checkpoints of tools/make_golden.py), each with refsnn's convs on the im2col path and on the
+Winograd path (the rule's channel floor lowered so that the tiny networks take it). Every trace array and gradient must agree to
 rtol 1e-9 (refsnn.compare's defaults; observed: ~1e-15, up to ~2e-13 on scalar gradients),
 spikes exactly. Then
 the golden files through the torch reference's command line; float32 torch against the
@@ -36,7 +37,8 @@ import pytest
 
 from refsnn import compare
 from refsnn.compare import compare_traces, format_report, read_trace
-from refsnn.models.arch import draw_dropout_masks
+from refsnn.models.arch import Conv, draw_dropout_masks
+from refsnn.ops import winograd
 from refsnn.trace import arch_from_meta, make_trace, random_batch
 
 torch = pytest.importorskip("torch")
@@ -98,9 +100,19 @@ def _assert_agree(ref, other, layers, *, rtol=compare.DEFAULT_RTOL, atol=compare
     return rep
 
 
+@pytest.mark.parametrize("conv", ["im2col", "winograd"])
 @pytest.mark.parametrize("key", list(CASES))
-def test_torch_autograd_matches_refsnn_trace_and_gradients(key):
+def test_torch_autograd_matches_refsnn_trace_and_gradients(key, conv, monkeypatch):
+    """conv="winograd": the Winograd rule's channel floor lowered to 1, so that refsnn computes
+    every 3x3 conv on an even map of >= 4x4 by F(2x2, 3x3) (refsnn/ops/winograd.py)."""
+    if conv == "winograd":
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     arch, params, x, y, masks, ref, layers = reference_case(key)
+    t_steps, n = CASES[key][3], CASES[key][4]
+    took = [winograd.winograd_applies((t_steps * n, L.c_in) + L.in_hw, (L.c_out, L.c_in,
+                                      L.kernel, L.kernel), L.stride, L.padding)
+            for L in arch.layers if isinstance(L, Conv) and L.name != arch.layers[0].name]
+    assert any(took) == (conv == "winograd"), took
     tt = torch_reference.torch_trace(arch, params, x, y, timesteps=CASES[key][3], masks=masks,
                                      dtype=torch.float64)
     # the same names, except the pruning masks (the torch side does not need them)
