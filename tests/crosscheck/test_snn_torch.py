@@ -19,9 +19,9 @@ Checked here, in float64: vgg9, resnet12 and resnet20 (two blocks per stage: ide
 shortcuts inside a stage, 1x1 convs between), T = 3..5, N = 2..4, non-square inputs,
 dropout on, pruned weights, leaks < 1, thresholds calibrated so every layer spikes (the tiny
 checkpoints of tools/make_golden.py), each with refsnn's convs on the im2col path and on the
-Winograd path (the rule's channel floor lowered so that the tiny networks take it). Every trace array and gradient must agree to
-rtol 1e-9 (refsnn.compare's defaults; observed: ~1e-15, up to ~2e-13 on scalar gradients),
-spikes exactly. Then
+Winograd path (the rule's channel floor lowered so that the tiny networks take it). Every
+trace array and gradient must agree to rtol 1e-9 (refsnn.compare's defaults; observed:
+~1e-15, up to ~2e-13 on scalar gradients), spikes exactly. Then
 the golden files through the torch reference's command line; float32 torch against the
 float64 reference; and two deliberate convention slips in the torch code, which the
 comparison must catch and localise.
