@@ -22,9 +22,13 @@ from .winograd import winograd_applies, winograd_conv_backward, winograd_conv_fo
 class ConvReluOut(NamedTuple):
     y: np.ndarray  # relu(conv2d(x, w)), (N, C_out, H_out, W_out)
     cols: np.ndarray  # what the backward needs of x: im2col(x), (C_in*kH*kW, N*H_out*W_out),
-    #                   or, when winograd, the transformed input (P, 16, C_in) (ops.winograd)
-    winograd: bool = False
-    u: np.ndarray | None = None  # when winograd: the transformed filters, (16, C_out, C_in)
+    #                   or, on the Winograd path, the transformed input (P, 16, C_in)
+    u: np.ndarray | None = None  # Winograd path only: the transformed filters (16, C_out, C_in)
+
+    @property
+    def winograd(self) -> bool:
+        """True if the forward ran by Winograd (ops.winograd): it kept the filters' transform."""
+        return self.u is not None
 
 
 METHODS = ("auto", "im2col", "winograd")
@@ -51,7 +55,7 @@ def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, *, stride: int = 1, paddin
     if method == "winograd" or (method == "auto"
                                 and winograd_applies(x.shape, w.shape, stride, padding)):
         y, v, u = winograd_conv_forward(x, w, relu=True)
-        return ConvReluOut(y, v, True, u)
+        return ConvReluOut(y, v, u)
     n = x.shape[0]
     c_out, c_in, kh, kw = w.shape
     cols = im2col(x, kh, kw, stride, padding, ho, wo)

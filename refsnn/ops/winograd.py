@@ -130,8 +130,8 @@ def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_s
     shape. y_relu: the forward's ReLU output when relu=True: grad_y counts only where
     y_relu > 0, except on the channels where pass_units (bool, (C_out,)) is True. u: the
     forward's transformed filters (recomputed from w if None; the same numbers). Returns
-    (grad_x or None, grad_w). overwrite_v=True lets dV overwrite v (the caller must not use it
-    again); the numbers are the same either way.
+    Conv2dGrads(x=grad_x or None, w=grad_w). overwrite_v=True lets dV overwrite v (the
+    caller must not use it again); the numbers are the same either way.
     """
     fn = "winograd_conv_backward"
     check_array(fn, "grad_y", grad_y, ndim=4, dims="(N, C_out, H, W)")
@@ -149,9 +149,11 @@ def winograd_conv_backward(grad_y: np.ndarray, v: np.ndarray, w: np.ndarray, x_s
         raise ValueError(f"{fn}: v must be the forward's {grad_y.dtype} transformed input of "
                          f"shape {(n * th * tw, 16, c_in)}, got "
                          f"{getattr(v, 'dtype', type(v).__name__)} {getattr(v, 'shape', '')}")
-    if y_relu is not None and (not isinstance(y_relu, np.ndarray) or y_relu.shape != grad_y.shape):
-        raise ValueError(f"{fn}: y_relu must be the forward's output of shape {grad_y.shape}, "
-                         f"got {getattr(y_relu, 'shape', type(y_relu).__name__)}")
+    if y_relu is not None and (not isinstance(y_relu, np.ndarray)
+                               or y_relu.shape != grad_y.shape or y_relu.dtype != grad_y.dtype):
+        raise ValueError(f"{fn}: y_relu must be the forward's {grad_y.dtype} output of shape "
+                         f"{grad_y.shape}, got {getattr(y_relu, 'dtype', type(y_relu).__name__)} "
+                         f"{getattr(y_relu, 'shape', '')}")
     if u is not None and (not isinstance(u, np.ndarray) or u.shape != (16, c_out, c_in)
                           or u.dtype != w.dtype):
         raise ValueError(f"{fn}: u must be the forward's {w.dtype} transformed filters of "

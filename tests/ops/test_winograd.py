@@ -206,6 +206,9 @@ def test_bad_input_names_the_argument():
         winograd_conv_backward(np.zeros((1, 3, 4, 4)), out.v[:-1], w, x.shape)
     with pytest.raises(ValueError, match="grad_y.shape"):
         winograd_conv_backward(np.zeros((1, 3, 4, 5)), out.v, w, x.shape)
+    with pytest.raises(ValueError, match="y_relu must be"):
+        winograd_conv_backward(np.zeros((1, 3, 4, 4)), out.v, w, x.shape,
+                               y_relu=np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(TypeError, match="need_x"):
         winograd_conv_backward(np.zeros((1, 3, 4, 4)), out.v, w, x.shape, need_x=1)
     with pytest.raises(ValueError, match="method"):
