@@ -266,8 +266,9 @@ def _lif_backward_chunk(grad_spikes, membrane_pre, spikes, v, lam, code, gamma, 
     the neurons are summed in order: no value is read after it is written in the same loop and
     no sum runs across neurons there, so the loop over neurons vectorises. The steps multiply
     by 1/v (one float64 division per step) instead of dividing by v: a vector division costs
-    ~10x a multiplication, and the backward ran 1.7x faster without them (rounding
-    differs from a division by up to an ulp of the float64 intermediates)."""
+    ~10x a multiplication, and the whole backward ran 1.35x faster without them (96 -> 71 ms
+    over a vgg9 batch; rounding differs from a division by up to an ulp of the float64
+    intermediates)."""
     lane_v = np.zeros(i1 - i0)  # float64 per-neuron sums over t
     lane_lam = np.zeros(i1 - i0)
     lane_dum = np.empty(i1 - i0)
